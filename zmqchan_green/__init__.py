@@ -1,0 +1,26 @@
+"""Share one ZeroMQ socket between any number of gevent greenlets.
+
+A :class:`ChannelPair` gives a socket a single owner, a pump greenlet in the
+hub's thread, and lets every other greenlet send and receive whole messages
+through it.
+"""
+
+from ._errors import (
+    ChannelBroken,
+    ChannelClosed,
+    SendError,
+    WouldBlock,
+    ZmqChanError,
+)
+from ._pair import ChannelPair
+from ._version import __version__
+
+__all__ = [
+    "ChannelBroken",
+    "ChannelClosed",
+    "ChannelPair",
+    "SendError",
+    "WouldBlock",
+    "ZmqChanError",
+    "__version__",
+]

@@ -1,0 +1,58 @@
+"""Checking and normalising messages in the caller, before anything is queued."""
+
+from __future__ import annotations
+
+from typing import Union
+
+import zmq
+
+__all__ = ["Frame", "Message", "as_message"]
+
+#: One frame as the pair accepts it.
+Frame = Union[bytes, bytearray, memoryview, zmq.Frame]
+#: A message as the pair accepts it: frames, or one bytes-like object.
+Message = Union[Frame, "list[Frame]", "tuple[Frame, ...]"]
+
+_IMMUTABLE = (bytes, zmq.Frame)
+
+
+def _frame(obj: object, index: int) -> bytes | zmq.Frame | memoryview:
+    if isinstance(obj, _IMMUTABLE):
+        return obj
+    if isinstance(obj, str):
+        raise TypeError(
+            f"frame {index} is a str ({obj[:20]!r}); frames are bytes-like: "
+            "encode text first, e.g. s.encode()"
+        )
+    try:
+        view = memoryview(obj)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(
+            f"frame {index} is {type(obj).__name__}, not bytes-like "
+            "(bytes, bytearray, memoryview or zmq.Frame)"
+        ) from None
+    # A writable buffer could change between send() and the wire: snapshot it
+    # so the message that leaves is the one that was accepted.
+    return view if view.readonly else view.tobytes()
+
+
+def as_message(msg: object) -> list[bytes | zmq.Frame | memoryview]:
+    """Return ``msg`` as a list of frames, or raise ``TypeError``/``ValueError``.
+
+    Accepts a list or tuple of bytes-like frames, or one bytes-like object as a
+    one-frame message. Writable buffers are copied, so mutating them after
+    ``send`` returns does not change the message.
+    """
+    if isinstance(msg, (list, tuple)):
+        if not msg:
+            raise ValueError("empty message: a message needs at least one frame")
+        return [_frame(f, i) for i, f in enumerate(msg)]
+    if isinstance(msg, str):
+        return [_frame(msg, 0)]  # raises, with the hint to encode
+    try:
+        return [_frame(msg, 0)]
+    except TypeError:
+        raise TypeError(
+            f"message is {type(msg).__name__}; send a list or tuple of "
+            "bytes-like frames, or one bytes-like object"
+        ) from None

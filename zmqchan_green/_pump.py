@@ -1,0 +1,511 @@
+"""The pump: the one greenlet that touches a pair's socket.
+
+Theory of operation
+===================
+
+State. Everything below lives in the hub's thread and is changed only by
+greenlets of that hub, so no locks are needed.
+
+* ``_tx``: accepted messages not yet handed to the socket, oldest first. Its
+  room is ``tx_size``; a rendezvous pair (``tx_size == 0``) has room for one
+  message, the pump's hand, and only while the socket was writable when the
+  pump last looked. A message whose first frames went out before ``EAGAIN``
+  stays at the front with ``_tx_offset`` frames done.
+* ``_tx_wait``: senders blocked for room (:class:`~._ops.Op`, FIFO).
+* ``_rx`` / ``_rx_wait``: received messages not yet delivered, and receivers
+  blocked for one. The pump gives a message to the first waiting receiver, or
+  buffers it; it reads the socket only while there is a waiting receiver or
+  room in ``_rx`` (``max(rx_size, 1)``), so ZeroMQ's high-water mark pushes
+  back on the peer instead of memory growing here.
+* ``_calls``: ``call()`` requests, run between messages.
+
+Fast paths. A sender with room and nobody queued ahead appends to ``_tx``
+itself; a receiver takes from ``_rx`` itself. Neither switches greenlets. Only
+when it must wait does a caller queue an op and sleep on it.
+
+Waking. The pump sleeps on a :class:`gevent.hub.Waiter` (``_sleeper``). Three
+things wake it, each only if it is asleep, so there is never more than one
+wake-up in flight: the io watcher on ``ZMQ_FD`` (run by the hub), a caller that
+changed the state (via a hub callback, never a direct switch), and timers (the
+close deadline, and a slow keep-alive that notices a socket closed under us).
+
+Edge trigger. ``ZMQ_FD`` only signals *changes*, and only after libzmq has
+been asked. So each round reads ``zmq.EVENTS`` once, does what it allows as a
+batch (sends while writable, receives while readable and there is room),
+and reads ``EVENTS`` again. The pump sleeps only right after an ``EVENTS``
+read that offered nothing it can act on; a wake-up that finds nothing just goes
+back to sleep. ``EAGAIN`` on a send while ``EVENTS`` still says writable (a
+``ROUTER_MANDATORY`` peer at its HWM) stalls sending until the next FD event,
+instead of spinning.
+
+Fairness. One wake does at most ``_BATCH`` socket operations, then the pump
+yields to the hub (``gevent.sleep(0)``) so timers and other greenlets run.
+
+Close. ``close()`` refuses new sends, fails queued senders and calls with
+``ChannelClosed`` (their messages were not accepted) and wakes the pump, which
+fixes one deadline (``linger``, or the socket's ``LINGER``), keeps handing
+``_tx`` to the socket (and delivering what arrives) until ``_tx`` is empty or
+the deadline passes, closes the socket with what remains of the deadline, and
+records what never went out for ``close()`` to return. Receivers still get
+what was buffered, then ``ChannelClosed``.
+
+Breaking. A fatal ``ZMQError`` (``ETERM``, ``ENOTSOCK``...) or any unexpected
+exception ends the loop: the socket is closed (so ``Context.term()`` returns),
+every waiter gets :class:`ChannelBroken` with the error as ``__cause__``, and
+what was accepted but never sent is kept for ``close()``.
+"""
+
+from __future__ import annotations
+
+import errno
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import gevent
+import zmq
+from gevent.event import Event
+from gevent.hub import Hub, Waiter
+from gevent.queue import Queue
+
+from ._errors import ChannelBroken, ChannelClosed, SendError, WouldBlock
+from ._ops import CANCELLED, PENDING, GreenletOp, Op
+
+__all__ = ["ERRORS_MAXSIZE", "Pump", "claim", "release"]
+
+T = TypeVar("T")
+
+#: Socket operations per wake before the pump yields to the hub.
+_BATCH = 256
+#: How often an idle pump checks that its socket still exists (seconds).
+_KEEPALIVE = 1.0
+#: Capacity of ``errors``; the oldest entry is dropped beyond it.
+ERRORS_MAXSIZE = 1000
+
+#: Errors after which the socket cannot be used any more.
+_FATAL = frozenset(
+    {zmq.ETERM, zmq.ENOTSOCK, errno.EBADF, errno.EFAULT, errno.EINVAL}
+)
+
+#: Addresses of the libzmq sockets owned by open pairs.
+_owned: set[int] = set()
+
+
+def claim(socket: zmq.Socket[Any]) -> int:
+    """Record that a pair owns ``socket``; ``ValueError`` if it is closed or taken."""
+    if socket.closed:
+        raise ValueError("cannot wrap a closed socket")
+    address = int(socket.underlying)
+    if address in _owned:
+        raise ValueError("this socket is already owned by an open ChannelPair")
+    _owned.add(address)
+    return address
+
+
+def release(address: int) -> None:
+    """Forget the owner of the socket at ``address``."""
+    _owned.discard(address)
+
+
+class Pump:
+    """A pair's state and the greenlet that moves messages to and from its socket.
+
+    Methods without a leading ``pump_`` are for greenlets of the hub's thread;
+    the ``_pump_*`` ones run in the pump greenlet only.
+    """
+
+    def __init__(
+        self,
+        socket: zmq.Socket[Any],
+        address: int,
+        hub: Hub,
+        tx_size: int,
+        rx_size: int,
+        copy: bool,
+    ) -> None:
+        self.socket = socket
+        # The pump works on a plain (not green) view of the same libzmq socket:
+        # no hidden waits, and no EVENTS read after every call.
+        self._plain: zmq.Socket[Any] = zmq.Socket.shadow(address)
+        self._address = address
+        self.hub = hub
+        self._loop = hub.loop
+        self.tx_size = tx_size
+        self.rx_size = rx_size
+        self._rx_limit = max(rx_size, 1)
+        self._copy = copy
+
+        self._tx: deque[list[Any]] = deque()
+        self._tx_offset = 0
+        self._tx_wait: deque[Op] = deque()
+        self._rx: deque[list[Any]] = deque()
+        self._rx_wait: deque[Op] = deque()
+        self._calls: deque[Op] = deque()
+
+        self._writable = False
+        self._send_stalled = False
+        self._rx_starved = False
+
+        self.closing = False
+        self.finished = False
+        self.broken: BaseException | None = None
+        self._deadline: float | None = None
+        self._deadline_timer: Any = None
+        self._unsent: list[list[Any]] | None = None
+        self._done = Event()
+
+        self.sent = 0
+        self.received = 0
+        self.errors_raised = 0
+        self.errors_dropped = 0
+        self.wakeups = 0
+        self.errors: Queue[SendError] = Queue(ERRORS_MAXSIZE)
+
+        self._sleeper: Waiter | None = None
+        self._sleep_waiter = Waiter(hub)
+        self._io = self._loop.io(self._plain.getsockopt(zmq.FD), 1)
+        self._keepalive = self._loop.timer(_KEEPALIVE, _KEEPALIVE, ref=False)
+        # zmq.green keeps a watcher of its own on ZMQ_FD that reads EVENTS on
+        # every signal; while the pair owns the socket, ours is the only one needed.
+        green_watcher = getattr(socket, "_state_event", None)
+        if green_watcher is not None:
+            green_watcher.stop()
+        self.greenlet = gevent.spawn_raw(self._pump_run)
+
+    # ------------------------------------------------------------------ waking
+
+    def wake(self) -> None:
+        """Make a sleeping pump look at its state again (greenlets only)."""
+        sleeper = self._sleeper
+        if sleeper is not None:
+            self._sleeper = None
+            self._loop.run_callback(sleeper.switch, None)
+
+    def _on_event(self) -> None:
+        # Runs in the hub: for FD events and timers.
+        self._send_stalled = False
+        sleeper = self._sleeper
+        if sleeper is not None:
+            self._sleeper = None
+            sleeper.switch(None)
+
+    # ----------------------------------------------------- greenlet-side calls
+
+    def closed_error(self) -> ChannelClosed:
+        """The exception for a caller that finds the pair closed or broken."""
+        if self.broken is not None:
+            err: ChannelClosed = ChannelBroken(f"the pair's pump stopped: {self.broken!r}")
+            err.__cause__ = self.broken
+            return err
+        return ChannelClosed("the pair is closed")
+
+    def _tx_has_room(self) -> bool:
+        if self.tx_size:
+            return len(self._tx) < self.tx_size
+        return not self._tx and self._writable and not self._send_stalled
+
+    def send(self, frames: list[Any], timeout: float | None, block: bool) -> None:
+        """Accept ``frames`` (already checked) or raise; see ``ChannelPair.send``."""
+        if self.closing:
+            raise self.closed_error()
+        if not self._tx_wait and self._tx_has_room():
+            self._tx.append(frames)
+            self.wake()
+            return
+        if not block:
+            raise WouldBlock("no room to accept the message now")
+        op = GreenletOp(frames, self.hub)
+        self._tx_wait.append(op)
+        self.wake()
+        self._block(op, self._tx_wait, timeout, "send")
+
+    def recv(self, timeout: float | None, block: bool) -> list[Any]:
+        """The next received message, or raise; see ``ChannelPair.recv``."""
+        if self._rx:
+            msg = self._rx.popleft()
+            if self._rx_starved:
+                self._rx_starved = False
+                self.wake()
+            return msg
+        if self.finished:
+            raise self.closed_error()
+        if not block:
+            raise WouldBlock("no message to receive now")
+        op = GreenletOp(None, self.hub)
+        self._rx_wait.append(op)
+        self.wake()
+        result: list[Any] = self._block(op, self._rx_wait, timeout, "recv")
+        return result
+
+    def call(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
+        """Run ``fn(socket, *args, **kwargs)`` in the pump; see ``ChannelPair.call``."""
+        if gevent.getcurrent() is self.greenlet:
+            return fn(self.socket, *args, **kwargs)
+        if self.closing:
+            raise self.closed_error()
+        op = GreenletOp((fn, args, kwargs), self.hub)
+        self._calls.append(op)
+        self.wake()
+        result: T = self._block(op, self._calls, None, "call")
+        return result
+
+    def _block(self, op: GreenletOp, queue: deque[Op], timeout: float | None, what: str) -> Any:
+        try:
+            done = op.wait(timeout)
+        except BaseException:
+            if op.state == CANCELLED:
+                _discard(queue, op)
+            elif queue is self._rx_wait and op.error is None:
+                # Killed after a message was assigned to it but before it
+                # returned: the message was not delivered, so it goes back.
+                self.deliver(op.result, front=True)
+            raise
+        if not done:
+            _discard(queue, op)
+            raise TimeoutError(f"{what} timed out after {timeout} s")
+        if op.error is not None:
+            raise op.error
+        return op.result
+
+    def deliver(self, msg: list[Any], front: bool = False) -> None:
+        """Give ``msg`` to the first waiting receiver, else buffer it.
+
+        ``front`` puts it back at the head of the stream: for a message that was
+        assigned to a receiver which died before returning it.
+        """
+        while self._rx_wait:
+            if self._rx_wait.popleft().finish(msg):
+                return
+        if front:
+            self._rx.appendleft(msg)
+        else:
+            self._rx.append(msg)
+
+    def close(self, linger: float | None) -> list[list[Any]]:
+        """Start (or join) the close and wait for it; see ``ChannelPair.close``."""
+        if gevent.getcurrent() is self.greenlet:
+            raise RuntimeError("close() cannot be called from inside call()")
+        self.request_close(linger)
+        self._done.wait()
+        unsent, self._unsent = self._unsent, []
+        return unsent or []
+
+    def request_close(self, linger: float | None) -> None:
+        """Begin closing without waiting (idempotent)."""
+        if self.closing:
+            return
+        self.closing = True
+        if linger is not None:
+            self._deadline = time.monotonic() + linger if linger >= 0 else float("inf")
+        self._fail_all(self._tx_wait)
+        self._fail_all(self._calls)
+        self.wake()
+
+    def _fail_all(self, queue: deque[Op]) -> None:
+        while queue:
+            queue.popleft().finish(error=self.closed_error())
+
+    def stats(self) -> dict[str, int]:
+        """Counters; a consistent-enough snapshot from any thread."""
+        return {
+            "sent": self.sent,
+            "received": self.received,
+            "tx_pending": len(self._tx),
+            "rx_pending": len(self._rx),
+            "tx_waiting": len(self._tx_wait),
+            "rx_waiting": len(self._rx_wait),
+            "errors": self.errors_raised,
+            "errors_dropped": self.errors_dropped,
+        }
+
+    # ------------------------------------------------------------- the pump
+
+    def _pump_run(self) -> None:
+        try:
+            self._io.start(self._on_event)
+            self._keepalive.start(self._on_event)
+            while True:
+                exhausted = self._pump_round()
+                if self.closing and (
+                    not self._tx or time.monotonic() >= self._pump_deadline()
+                ):
+                    break
+                if exhausted:
+                    gevent.sleep(0)
+                else:
+                    self._pump_sleep()
+        except zmq.ZMQError as exc:
+            self.broken = exc
+        except BaseException as exc:  # a bug, or the pump was killed: never hang callers
+            self.broken = exc
+        finally:
+            self._pump_finish()
+
+    def _pump_sleep(self) -> None:
+        sleeper = self._sleep_waiter
+        sleeper.clear()
+        self._sleeper = sleeper
+        try:
+            sleeper.get()
+        finally:
+            self._sleeper = None
+        self.wakeups += 1
+
+    def _pump_deadline(self) -> float:
+        if self._deadline is None:
+            linger_ms = self._plain.getsockopt(zmq.LINGER)
+            self._deadline = (
+                float("inf") if linger_ms < 0 else time.monotonic() + linger_ms / 1000
+            )
+        return self._deadline
+
+    def _pump_round(self) -> bool:
+        """Act on the socket until nothing more can be done now.
+
+        Returns ``True`` if it stopped because the batch budget ran out.
+        """
+        if self._calls:
+            self._pump_calls()
+        if self.closing and self._deadline_timer is None:
+            delay = self._pump_deadline() - time.monotonic()
+            if delay != float("inf"):
+                self._deadline_timer = self._loop.timer(max(delay, 0.0))
+                self._deadline_timer.start(self._on_event)
+        budget = _BATCH
+        plain = self._plain
+        while True:
+            events = plain.getsockopt(zmq.EVENTS)
+            self._writable = bool(events & zmq.POLLOUT)
+            done = 0
+            if self._writable and not self._send_stalled and (self._tx or self._tx_wait):
+                done += self._pump_send(budget)
+            if events & zmq.POLLIN:
+                if self._rx_wait or len(self._rx) < self._rx_limit:
+                    done += self._pump_recv(budget - done)
+                else:
+                    self._rx_starved = True
+            budget -= done
+            if budget <= 0:
+                return True
+            if not done:
+                return False
+
+    def _next_tx(self) -> list[Any] | None:
+        if self._tx:
+            msg = self._tx.popleft()
+        else:
+            msg = None
+            while self._tx_wait:
+                op = self._tx_wait.popleft()
+                if op.finish():
+                    msg = op.payload
+                    break
+        # Queue(N) semantics: a freed place goes to the longest-waiting sender.
+        while self._tx_wait and len(self._tx) < self.tx_size:
+            op = self._tx_wait.popleft()
+            if op.finish():
+                self._tx.append(op.payload)
+        return msg
+
+    def _pump_send(self, budget: int) -> int:
+        send = self._plain.send
+        more = zmq.NOBLOCK | zmq.SNDMORE
+        n = 0
+        while n < budget:
+            msg = self._next_tx()
+            if msg is None:
+                break
+            i, self._tx_offset = self._tx_offset, 0
+            last = len(msg) - 1
+            try:
+                while i < last:
+                    send(msg[i], more)
+                    i += 1
+                send(msg[last], zmq.NOBLOCK)
+            except zmq.Again:
+                self._tx.appendleft(msg)
+                self._tx_offset = i
+                self._send_stalled = True
+                break
+            except zmq.ZMQError as exc:
+                if exc.errno in _FATAL:
+                    self._tx.appendleft(msg)
+                    self._tx_offset = i
+                    raise
+                self._report(msg, exc)
+            else:
+                self.sent += 1
+            n += 1
+        return n
+
+    def _report(self, msg: list[Any], exc: zmq.ZMQError) -> None:
+        self.errors_raised += 1
+        if self.errors.full():
+            self.errors.get_nowait()
+            self.errors_dropped += 1
+        self.errors.put_nowait(SendError(msg, exc))
+
+    def _pump_recv(self, budget: int) -> int:
+        recv_multipart = self._plain.recv_multipart
+        copy = self._copy
+        n = 0
+        while n < budget:
+            if not self._rx_wait and len(self._rx) >= self._rx_limit:
+                self._rx_starved = True
+                break
+            try:
+                msg = recv_multipart(zmq.NOBLOCK, copy=copy)
+            except zmq.Again:
+                break
+            n += 1
+            self.received += 1
+            self.deliver(msg)
+        return n
+
+    def _pump_calls(self) -> None:
+        while self._calls:
+            op = self._calls.popleft()
+            if op.state == PENDING:
+                fn, args, kwargs = op.payload
+                try:
+                    result = fn(self.socket, *args, **kwargs)
+                except Exception as exc:
+                    op.finish(error=exc)
+                else:
+                    op.finish(result)
+
+    def _pump_finish(self) -> None:
+        self.closing = True
+        self._io.close()
+        self._keepalive.close()
+        if self._deadline_timer is not None:
+            self._deadline_timer.close()
+        linger = None
+        if self.broken is None:
+            remaining = self._pump_deadline() - time.monotonic()
+            linger = -1 if remaining == float("inf") else max(0, int(remaining * 1000))
+        _close_quietly(self.socket, linger)
+        release(self._address)
+        self._unsent = list(self._tx)
+        self._tx.clear()
+        self.finished = True
+        self._fail_all(self._tx_wait)
+        self._fail_all(self._calls)
+        self._fail_all(self._rx_wait)
+        self._done.set()
+
+
+def _close_quietly(socket: zmq.Socket[Any], linger: int | None) -> None:
+    try:
+        socket.close(linger=linger)
+    except zmq.ZMQError:
+        pass  # closed under us already: nothing left to free
+
+
+def _discard(queue: deque[Op], op: Op) -> None:
+    try:
+        queue.remove(op)
+    except ValueError:
+        pass
+
