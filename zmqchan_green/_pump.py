@@ -152,6 +152,7 @@ class Pump:
         self.broken: BaseException | None = None
         self._deadline: float | None = None
         self._deadline_timer: Any = None
+        self._timer_deadline: float | None = None
         self._unsent: list[list[Any]] | None = None
         self._done = Event()
 
@@ -292,12 +293,15 @@ class Pump:
         return unsent or []
 
     def request_close(self, linger: float | None) -> None:
-        """Begin closing without waiting (idempotent)."""
+        """Begin closing without waiting; a ``linger`` can only shorten the deadline."""
+        if linger is not None:
+            deadline = time.monotonic() + linger if linger >= 0 else float("inf")
+            if self._deadline is None or deadline < self._deadline:
+                self._deadline = deadline
         if self.closing:
+            self.wake()
             return
         self.closing = True
-        if linger is not None:
-            self._deadline = time.monotonic() + linger if linger >= 0 else float("inf")
         self._fail_all(self._tx_wait)
         self._fail_all(self._calls)
         self.wake()
@@ -367,11 +371,14 @@ class Pump:
         """
         if self._calls:
             self._pump_calls()
-        if self.closing and self._deadline_timer is None:
-            delay = self._pump_deadline() - time.monotonic()
-            if delay != float("inf"):
-                self._deadline_timer = self._loop.timer(max(delay, 0.0))
+        if self.closing:
+            deadline = self._pump_deadline()
+            if deadline != self._timer_deadline and deadline != float("inf"):
+                if self._deadline_timer is not None:
+                    self._deadline_timer.close()
+                self._deadline_timer = self._loop.timer(max(deadline - time.monotonic(), 0.0))
                 self._deadline_timer.start(self._on_event)
+                self._timer_deadline = deadline
         budget = _BATCH
         plain = self._plain
         while True:
