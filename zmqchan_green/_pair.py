@@ -95,7 +95,6 @@ class ChannelPair:
         hub = gevent.get_hub()
         address = claim(socket)
         try:
-            self._socket_type: int = socket.getsockopt(zmq.TYPE)
             self._pump = Pump(socket, address, hub, tx_size, rx_size, bool(copy))
         except BaseException:
             release(address)
@@ -113,9 +112,9 @@ class ChannelPair:
         return self._pump
 
     def _check_can(self, disallowed: frozenset[int], what: str) -> None:
-        if self._socket_type in disallowed:
+        if self._pump.socket_type in disallowed:
             raise zmq.ZMQError(
-                zmq.ENOTSUP, f"cannot {what} on a {zmq.SocketType(self._socket_type).name} socket"
+                zmq.ENOTSUP, f"cannot {what} on a {zmq.SocketType(self._pump.socket_type).name} socket"
             )
 
     # ----------------------------------------------------------- messages
@@ -267,7 +266,7 @@ class ChannelPair:
         pump = getattr(self, "_pump", None)
         if pump is None:
             return "<ChannelPair (not constructed)>"
-        kind = zmq.SocketType(self._socket_type).name
+        kind = zmq.SocketType(pump.socket_type).name
         state = "closed" if pump.closing else "open"
         return (
             f"<ChannelPair {kind} tx_size={pump.tx_size} rx_size={pump.rx_size} {state}>"

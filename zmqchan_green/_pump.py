@@ -135,6 +135,10 @@ class Pump:
         self.rx_size = rx_size
         self._rx_limit = max(rx_size, 1)
         self._copy = copy
+        self.socket_type: int = self._plain.getsockopt(zmq.TYPE)
+        # REQ and REP allow one message per turn: a second send or receive in
+        # the same batch would hit EFSM, so each one waits for a fresh EVENTS.
+        self._per_events = 1 if self.socket_type in (zmq.REQ, zmq.REP) else _BATCH
 
         self._tx: deque[list[Any]] = deque()
         self._tx_offset = 0
@@ -386,10 +390,10 @@ class Pump:
             self._writable = bool(events & zmq.POLLOUT)
             done = 0
             if self._writable and not self._send_stalled and (self._tx or self._tx_wait):
-                done += self._pump_send(budget)
+                done += self._pump_send(min(budget, self._per_events))
             if events & zmq.POLLIN:
                 if self._rx_wait or len(self._rx) < self._rx_limit:
-                    done += self._pump_recv(budget - done)
+                    done += self._pump_recv(min(budget - done, self._per_events))
                 else:
                     self._rx_starved = True
             budget -= done
