@@ -122,7 +122,9 @@ class _Tally:
         expected = self.next_seq[gid]
         if seq != expected:
             if seq < expected:
-                self.problems.append(f"{where}: duplicate or out-of-order reply (expected {expected})")
+                self.problems.append(
+                    f"{where}: duplicate or out-of-order reply (expected {expected})"
+                )
             else:
                 self.problems.append(f"{where}: replies {expected}..{seq - 1} missing or late")
                 self.next_seq[gid] = seq + 1
@@ -138,7 +140,9 @@ class _Tally:
             if got < len(self.sent[gid])
         ]
         listed = ", ".join(f"greenlet {gid}: {n}" for gid, n in short[:_MAX_LISTED])
-        more = f", and {len(short) - _MAX_LISTED} more greenlets" if len(short) > _MAX_LISTED else ""
+        more = (
+            f", and {len(short) - _MAX_LISTED} more greenlets" if len(short) > _MAX_LISTED else ""
+        )
         return f"replies still missing ({listed}{more})" if short else "no replies missing"
 
 
@@ -158,7 +162,7 @@ def _sender(
     except TimeoutError:
         tally.sent[gid].pop()  # not accepted, so no reply is due
         tally.send_timeouts.append((gid, seq))
-    except Exception as exc:  # reported, so that the demo fails with a clear message
+    except Exception as exc:  # noqa: BLE001 - reported: the demo fails with a clear message
         tally.problems.append(f"greenlet {gid}: send failed: {exc!r}")
 
 
@@ -175,7 +179,7 @@ def _receiver(pair: ChannelPair, tally: _Tally, deadline: float) -> None:
             f"timed out waiting for replies: {tally.replies} of {tally.total} arrived; "
             + tally.missing()
         )
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - reported: the demo fails with a clear message
         tally.problems.append(f"receiver failed: {exc!r}")
 
 
@@ -188,7 +192,7 @@ def _echo(pair: ChannelPair, problems: list[str], deadline: float) -> None:
         pass  # closed at the end of the demo, possibly while sending
     except TimeoutError:
         problems.append("echo peer: send timed out")
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - reported: the demo fails with a clear message
         problems.append(f"echo peer failed: {exc!r}")
 
 
@@ -281,7 +285,9 @@ def run_demo(
             echo = gevent.spawn(_echo, echo_pair, problems, deadline)
             receiver = gevent.spawn(_receiver, pair, tally, deadline)
             senders = [
-                gevent.spawn(_sender, pair, gid, tally, random.Random(master.getrandbits(64)), deadline)
+                gevent.spawn(
+                    _sender, pair, gid, tally, random.Random(master.getrandbits(64)), deadline
+                )
                 for gid in range(greenlets)
             ]
             gevent.joinall(senders, timeout=_remaining(deadline) + 1.0)
@@ -390,23 +396,36 @@ def add_demo_command(
         ),
     )
     parser.add_argument(
-        "--greenlets", type=_positive_int, default=100, metavar="N",
+        "--greenlets",
+        type=_positive_int,
+        default=100,
+        metavar="N",
         help="sender greenlets sharing the socket (default: %(default)s)",
     )
     parser.add_argument(
-        "--messages", type=_positive_int, default=100, metavar="M",
+        "--messages",
+        type=_positive_int,
+        default=100,
+        metavar="M",
         help="messages each greenlet sends (default: %(default)s)",
     )
     parser.add_argument(
-        "--endpoint", choices=ENDPOINTS, default="tcp",
-        help="transport to the echo peer (default: %(default)s, on 127.0.0.1 and a random port)",
+        "--endpoint",
+        choices=ENDPOINTS,
+        default="tcp",
+        help="transport to the echo peer (default: %(default)s; tcp is 127.0.0.1 on a random port)",
     )
     parser.add_argument(
-        "--timeout", type=_positive_float, default=60.0, metavar="SECONDS",
+        "--timeout",
+        type=_positive_float,
+        default=60.0,
+        metavar="SECONDS",
         help="fail if the whole run takes longer (default: %(default)s)",
     )
     parser.add_argument(
-        "--seed", type=int, default=None,
+        "--seed",
+        type=int,
+        default=None,
         help="seed for the random payloads, to repeat a run exactly",
     )
     parser.set_defaults(handler=_demo_command)

@@ -34,9 +34,11 @@ been asked. So each round reads ``zmq.EVENTS`` once, does what it allows as a
 batch (sends while writable, receives while readable and there is room),
 and reads ``EVENTS`` again. The pump sleeps only right after an ``EVENTS``
 read that offered nothing it can act on; a wake-up that finds nothing just goes
-back to sleep. ``EAGAIN`` on a send while ``EVENTS`` still says writable (a
-``ROUTER_MANDATORY`` peer at its HWM) stalls sending until the next FD event,
-instead of spinning.
+back to sleep. ``EAGAIN`` on the first send after ``EVENTS`` said writable (a
+``ROUTER_MANDATORY`` peer at its HWM: the socket is writable, that peer is
+not) stalls sending until the next FD event or a short back-off timer
+(1 ms doubling to 100 ms), instead of spinning. ``EAGAIN`` later in a batch
+only means the reading went stale: ``EVENTS`` is read again.
 
 Fairness. One wake does at most ``_BATCH`` socket operations, then the pump
 yields to the hub (``gevent.sleep(0)``) so timers and other greenlets run.
@@ -80,6 +82,9 @@ T = TypeVar("T")
 _BATCH = 256
 #: How often an idle pump checks that its socket still exists (seconds).
 _KEEPALIVE = 1.0
+#: Back-off bounds for retrying a send that stalled (seconds).
+_STALL_MIN = 0.001
+_STALL_MAX = 0.1
 #: Capacity of ``errors``; the oldest entry is dropped beyond it.
 ERRORS_MAXSIZE = 1000
 
@@ -149,6 +154,8 @@ class Pump:
 
         self._writable = False
         self._send_stalled = False
+        self._stall_delay = _STALL_MIN
+        self._stall_timer = self._loop.timer(_STALL_MIN)
         self._rx_starved = False
 
         self.closing = False
@@ -437,7 +444,8 @@ class Pump:
             except zmq.Again:
                 self._tx.appendleft(msg)
                 self._tx_offset = i
-                self._send_stalled = True
+                if n == 0:
+                    self._stall()
                 break
             except zmq.ZMQError as exc:
                 if exc.errno in _FATAL:
@@ -447,8 +455,16 @@ class Pump:
                 self._report(msg, exc)
             else:
                 self.sent += 1
+                self._stall_delay = _STALL_MIN
             n += 1
         return n
+
+    def _stall(self) -> None:
+        self._send_stalled = True
+        self._stall_timer.close()
+        self._stall_timer = self._loop.timer(self._stall_delay)
+        self._stall_timer.start(self._on_event)
+        self._stall_delay = min(self._stall_delay * 2, _STALL_MAX)
 
     def _report(self, msg: list[Any], exc: zmq.ZMQError) -> None:
         self.errors_raised += 1
@@ -490,6 +506,7 @@ class Pump:
         self.closing = True
         self._io.close()
         self._keepalive.close()
+        self._stall_timer.close()
         if self._deadline_timer is not None:
             self._deadline_timer.close()
         linger = None
