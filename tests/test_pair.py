@@ -446,3 +446,16 @@ def test_many_pairs_in_one_hub(connected, make_pair):
         a.send(b"%d" % i)
     for i, (_, b) in enumerate(pairs):
         assert b.recv(timeout=5) == [b"%d" % i]
+
+
+def test_router_mandatory_without_peers_reports_unroutable(make_socket, make_pair):
+    """EVENTS never says writable for a peerless ROUTER_MANDATORY socket; the
+    pump still tries, so the message fails with EHOSTUNREACH instead of waiting forever."""
+    router = make_socket(zmq.ROUTER, router_mandatory=1)
+    router.linger = -1
+    router.bind("inproc://peerless-router")
+    tx = make_pair(router, 0)
+    tx.send([b"nobody", b"hi"], timeout=5)
+    err = tx.errors.get(timeout=5)
+    assert err.__cause__.errno == zmq.EHOSTUNREACH
+    assert tx.close() == []

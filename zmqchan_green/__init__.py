@@ -13,6 +13,7 @@ from ._errors import (
     ZmqChanError,
 )
 from ._pair import ChannelPair
+from ._threads import ThreadPort
 from ._version import __version__
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "ChannelClosed",
     "ChannelPair",
     "SendError",
+    "ThreadPort",
     "WouldBlock",
     "ZmqChanError",
     "__version__",

@@ -1,12 +1,13 @@
-"""Checking and normalising messages in the caller, before anything is queued."""
+"""Argument checks made in the caller, before anything is queued."""
 
 from __future__ import annotations
 
+import numbers
 from typing import Union
 
 import zmq
 
-__all__ = ["Frame", "Message", "as_message"]
+__all__ = ["Frame", "Message", "as_message", "check_direction", "check_timeout"]
 
 #: One frame as the pair accepts it.
 Frame = Union[bytes, bytearray, memoryview, zmq.Frame]
@@ -56,3 +57,28 @@ def as_message(msg: object) -> list[bytes | zmq.Frame | memoryview]:
             f"message is {type(msg).__name__}; send a list or tuple of "
             "bytes-like frames, or one bytes-like object"
         ) from None
+
+
+_SEND_ONLY = frozenset({zmq.PUSH, zmq.PUB})
+_RECV_ONLY = frozenset({zmq.PULL, zmq.SUB})
+
+
+def check_direction(socket_type: int, sending: bool) -> None:
+    """Refuse, as pyzmq does (``ENOTSUP``), to send on a receive-only socket or vice versa."""
+    if socket_type in (_RECV_ONLY if sending else _SEND_ONLY):
+        what = "send" if sending else "recv"
+        name = zmq.SocketType(socket_type).name
+        raise zmq.ZMQError(zmq.ENOTSUP, f"cannot {what} on a {name} socket")
+
+
+def check_timeout(timeout: object) -> float | None:
+    """``timeout`` as seconds, or ``None``; ``TypeError``/``ValueError`` if unusable."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):
+        raise TypeError(
+            f"timeout must be a number of seconds or None, not {type(timeout).__name__}"
+        )
+    if timeout < 0:
+        raise ValueError(f"timeout must be >= 0 or None, got {timeout}")
+    return float(timeout)

@@ -10,12 +10,14 @@ from typing import Any, TypeVar
 
 import gevent
 import zmq
+from gevent.event import AsyncResult
 from gevent.monkey import get_original
 from gevent.queue import Queue
 
+from ._checks import as_message, check_direction, check_timeout
 from ._errors import ChannelBroken, ChannelClosed, SendError
-from ._frames import as_message
 from ._pump import Pump, claim, release
+from ._threads import ThreadPort
 
 __all__ = ["ChannelPair"]
 
@@ -23,27 +25,12 @@ T = TypeVar("T")
 
 _get_ident: Callable[[], int] = get_original("_thread", "get_ident")
 
-_SEND_ONLY = frozenset({zmq.PUSH, zmq.PUB})
-_RECV_ONLY = frozenset({zmq.PULL, zmq.SUB})
-
-
 def _size(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")
     if value < 0:
         raise ValueError(f"{name} must be >= 0 (0 is a rendezvous), got {value}")
     return int(value)
-
-
-def check_timeout(timeout: object) -> float | None:
-    """``timeout`` as seconds, or ``None``; ``TypeError``/``ValueError`` if unusable."""
-    if timeout is None:
-        return None
-    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):
-        raise TypeError(f"timeout must be a number of seconds or None, not {type(timeout).__name__}")
-    if timeout < 0:
-        raise ValueError(f"timeout must be >= 0 or None, got {timeout}")
-    return float(timeout)
 
 
 def _set_option(socket: zmq.Socket[Any], option: int, value: bytes) -> None:
@@ -100,6 +87,7 @@ class ChannelPair:
             release(address)
             raise
         self._thread = _get_ident()
+        self._port: ThreadPort | None = None
 
     # ------------------------------------------------------------- helpers
 
@@ -110,12 +98,6 @@ class ChannelPair:
                 "the pair; native threads use pair.for_threads() or pair.spawn_thread()"
             )
         return self._pump
-
-    def _check_can(self, disallowed: frozenset[int], what: str) -> None:
-        if self._pump.socket_type in disallowed:
-            raise zmq.ZMQError(
-                zmq.ENOTSUP, f"cannot {what} on a {zmq.SocketType(self._pump.socket_type).name} socket"
-            )
 
     # ----------------------------------------------------------- messages
 
@@ -134,14 +116,14 @@ class ChannelPair:
         """
         pump = self._check_thread()
         frames = as_message(msg)
-        self._check_can(_RECV_ONLY, "send")
+        check_direction(pump.socket_type, sending=True)
         pump.send(frames, check_timeout(timeout), True)
 
     def send_nowait(self, msg: Any) -> None:
         """Accept ``msg`` now or raise :class:`WouldBlock` (nothing queued)."""
         pump = self._check_thread()
         frames = as_message(msg)
-        self._check_can(_RECV_ONLY, "send")
+        check_direction(pump.socket_type, sending=True)
         pump.send(frames, None, False)
 
     def recv(self, timeout: float | None = None) -> list[Any]:
@@ -154,13 +136,13 @@ class ChannelPair:
         message is never lost to a receiver that times out or is killed.
         """
         pump = self._check_thread()
-        self._check_can(_SEND_ONLY, "recv")
+        check_direction(pump.socket_type, sending=False)
         return pump.recv(check_timeout(timeout), True)
 
     def recv_nowait(self) -> list[Any]:
         """A message that is already here, or :class:`WouldBlock`."""
         pump = self._check_thread()
-        self._check_can(_SEND_ONLY, "recv")
+        check_direction(pump.socket_type, sending=False)
         return pump.recv(None, False)
 
     def __iter__(self) -> Iterator[list[Any]]:
@@ -212,6 +194,26 @@ class ChannelPair:
         from a full ``errors``).
         """
         return self._pump.stats()
+
+    # ------------------------------------------------------------ threads
+
+    def for_threads(self) -> ThreadPort:
+        """The pair's :class:`ThreadPort`, through which native OS threads use it."""
+        self._check_thread()
+        if self._port is None:
+            self._port = ThreadPort(self)
+        return self._port
+
+    def spawn_thread(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> AsyncResult:
+        """Run ``fn(port, *args, **kwargs)`` in the hub's ``gevent.threadpool``.
+
+        ``port`` is this pair's :class:`ThreadPort`. Returns the threadpool's
+        :class:`gevent.event.AsyncResult`: ``.get(timeout=None)`` gives fn's
+        result or raises its exception.
+        """
+        port = self.for_threads()
+        result: AsyncResult = self._pump.hub.threadpool.spawn(fn, port, *args, **kwargs)
+        return result
 
     # -------------------------------------------------------------- close
 

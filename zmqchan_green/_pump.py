@@ -18,6 +18,9 @@ greenlets of that hub, so no locks are needed.
   room in ``_rx`` (``max(rx_size, 1)``), so ZeroMQ's high-water mark pushes
   back on the peer instead of memory growing here.
 * ``_calls``: ``call()`` requests, run between messages.
+* ``_gate``: created on first use of ``for_threads()``; native threads queue
+  their ops there and the pump admits them into the queues above with the
+  same code that serves greenlets (see ``_threads``).
 
 Fast paths. A sender with room and nobody queued ahead appends to ``_tx``
 itself; a receiver takes from ``_rx`` itself. Neither switches greenlets. Only
@@ -69,14 +72,18 @@ import gevent
 import zmq
 from gevent.event import Event
 from gevent.hub import Hub, Waiter
+from gevent.monkey import get_original
 from gevent.queue import Queue
 
 from ._errors import ChannelBroken, ChannelClosed, SendError, WouldBlock
 from ._ops import CANCELLED, PENDING, GreenletOp, Op
+from ._threads import CALL, FORGET, GIVE_BACK, RECV, SEND, ThreadGate
 
 __all__ = ["ERRORS_MAXSIZE", "Pump", "claim", "release"]
 
 T = TypeVar("T")
+
+_get_ident: Callable[[], int] = get_original("_thread", "get_ident")
 
 #: Socket operations per wake before the pump yields to the hub.
 _BATCH = 256
@@ -136,6 +143,9 @@ class Pump:
         self._address = address
         self.hub = hub
         self._loop = hub.loop
+        self.thread_ident = _get_ident()
+        self._gate: ThreadGate | None = None
+        self._gate_signalled = False
         self.tx_size = tx_size
         self.rx_size = rx_size
         self._rx_limit = max(rx_size, 1)
@@ -144,6 +154,10 @@ class Pump:
         # REQ and REP allow one message per turn: a second send or receive in
         # the same batch would hit EFSM, so each one waits for a fresh EVENTS.
         self._per_events = 1 if self.socket_type in (zmq.REQ, zmq.REP) else _BATCH
+        # A ROUTER routes each message itself: it drops or refuses (with
+        # ROUTER_MANDATORY: EHOSTUNREACH, or EAGAIN for a full peer) per
+        # message, and EVENTS says nothing of the peer a message is for.
+        self._always_writable = self.socket_type == zmq.ROUTER
 
         self._tx: deque[list[Any]] = deque()
         self._tx_offset = 0
@@ -202,6 +216,18 @@ class Pump:
             self._sleeper = None
             sleeper.switch(None)
 
+    def _on_gate_event(self) -> None:
+        self._gate_signalled = True
+        self._on_event()
+
+    def thread_gate(self) -> ThreadGate | None:
+        """The gate for native threads, made on first use (hub thread only);
+        ``None`` once the pump has stopped."""
+        if self._gate is None and not self.finished:
+            context = self.socket.context or zmq.Context.instance()
+            self._gate = ThreadGate(context, self._loop, self._on_gate_event)
+        return self._gate
+
     # ----------------------------------------------------- greenlet-side calls
 
     def closed_error(self) -> ChannelClosed:
@@ -217,11 +243,27 @@ class Pump:
             return len(self._tx) < self.tx_size
         return not self._tx and self._writable and not self._send_stalled
 
-    def send(self, frames: list[Any], timeout: float | None, block: bool) -> None:
-        """Accept ``frames`` (already checked) or raise; see ``ChannelPair.send``."""
+    def _can_accept(self) -> bool:
+        """Whether a send can be accepted at once (``ChannelClosed`` if closing)."""
         if self.closing:
             raise self.closed_error()
-        if not self._tx_wait and self._tx_has_room():
+        return not self._tx_wait and self._tx_has_room()
+
+    def _pop_rx(self) -> list[Any] | None:
+        """The oldest buffered message, ``None`` if none (``ChannelClosed`` once finished)."""
+        if self._rx:
+            msg = self._rx.popleft()
+            if self._rx_starved:
+                self._rx_starved = False
+                self.wake()
+            return msg
+        if self.finished:
+            raise self.closed_error()
+        return None
+
+    def send(self, frames: list[Any], timeout: float | None, block: bool) -> None:
+        """Accept ``frames`` (already checked) or raise; see ``ChannelPair.send``."""
+        if self._can_accept():
             self._tx.append(frames)
             self.wake()
             return
@@ -234,14 +276,9 @@ class Pump:
 
     def recv(self, timeout: float | None, block: bool) -> list[Any]:
         """The next received message, or raise; see ``ChannelPair.recv``."""
-        if self._rx:
-            msg = self._rx.popleft()
-            if self._rx_starved:
-                self._rx_starved = False
-                self.wake()
+        msg = self._pop_rx()
+        if msg is not None:
             return msg
-        if self.finished:
-            raise self.closed_error()
         if not block:
             raise WouldBlock("no message to receive now")
         op = GreenletOp(None, self.hub)
@@ -279,6 +316,48 @@ class Pump:
         if op.error is not None:
             raise op.error
         return op.result
+
+    def _admit(self, kind: str, op: Any) -> None:
+        """Serve or queue an op that a native thread submitted (pump only)."""
+        try:
+            if kind == SEND:
+                if not self._can_accept():
+                    self._tx_wait.append(op)
+                elif op.finish():
+                    self._tx.append(op.payload)
+            elif kind == RECV:
+                msg = self._pop_rx()
+                if msg is None:
+                    self._rx_wait.append(op)
+                elif not op.finish(msg):
+                    self.deliver(msg, front=True)
+            elif kind == CALL:
+                if self.closing:
+                    raise self.closed_error()
+                self._calls.append(op)
+            elif kind == FORGET:
+                for queue in (self._tx_wait, self._rx_wait, self._calls):
+                    _discard(queue, op)
+            elif kind == GIVE_BACK:
+                self.deliver(op, front=True)
+        except ChannelClosed as exc:
+            op.finish(error=exc)
+
+    def after_finish(self, kind: str, msg: list[Any] | None = None) -> Any:
+        """Serve a thread once the pump has stopped (any thread).
+
+        ``deque`` operations are atomic, so buffered messages can still be
+        taken, or given back, without the pump.
+        """
+        if kind == RECV and self._rx:
+            try:
+                return self._rx.popleft()
+            except IndexError:
+                pass
+        if kind == GIVE_BACK:
+            self._rx.appendleft(msg)
+            return None
+        raise self.closed_error()
 
     def deliver(self, msg: list[Any], front: bool = False) -> None:
         """Give ``msg`` to the first waiting receiver, else buffer it.
@@ -380,6 +459,10 @@ class Pump:
 
         Returns ``True`` if it stopped because the batch budget ran out.
         """
+        if self._gate_signalled:
+            self._gate_signalled = False
+            for kind, op in self._gate.drain():  # type: ignore[union-attr]
+                self._admit(kind, op)
         if self._calls:
             self._pump_calls()
         if self.closing:
@@ -394,7 +477,7 @@ class Pump:
         plain = self._plain
         while True:
             events = plain.getsockopt(zmq.EVENTS)
-            self._writable = bool(events & zmq.POLLOUT)
+            self._writable = self._always_writable or bool(events & zmq.POLLOUT)
             done = 0
             if self._writable and not self._send_stalled and (self._tx or self._tx_wait):
                 done += self._pump_send(min(budget, self._per_events))
@@ -518,6 +601,12 @@ class Pump:
         self._unsent = list(self._tx)
         self._tx.clear()
         self.finished = True
+        if self._gate is not None:
+            for kind, op in self._gate.close():
+                if kind == GIVE_BACK:
+                    self._rx.appendleft(op)
+                elif kind != FORGET:
+                    op.finish(error=self.closed_error())
         self._fail_all(self._tx_wait)
         self._fail_all(self._calls)
         self._fail_all(self._rx_wait)
