@@ -125,3 +125,13 @@ def test_fan_in_example() -> None:
     assert "the collector received 10000 of 10000" in proc.stdout, explain(proc)
     assert "OK: all 10000 messages arrived exactly once" in proc.stdout, explain(proc)
     assert proc.stderr == "", explain(proc)
+
+
+@pytest.mark.timeout(60)
+def test_threads_example() -> None:
+    proc = run(str(EXAMPLES / "threads.py"))
+    assert proc.returncode == 0, explain(proc)
+    assert "thread sent 200 messages through a DEALER socket" in proc.stdout, explain(proc)
+    assert "received back: 200 from the thread, 200 from the greenlet" in proc.stdout, explain(proc)
+    assert proc.stdout.rstrip().endswith("OK"), explain(proc)
+    assert proc.stderr == "", explain(proc)
