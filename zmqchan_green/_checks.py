@@ -44,6 +44,14 @@ def as_message(msg: object) -> list[bytes | zmq.Frame | memoryview]:
     one-frame message. Writable buffers are copied, so mutating them after
     ``send`` returns does not change the message.
     """
+    if type(msg) is list or type(msg) is tuple:
+        frames = list(msg)
+        for frame in frames:
+            if type(frame) is not bytes:
+                break
+        else:
+            if frames:
+                return frames  # the common case: all bytes, nothing to convert
     if isinstance(msg, (list, tuple)):
         if not msg:
             raise ValueError("empty message: a message needs at least one frame")

@@ -70,6 +70,7 @@ from typing import Any, TypeVar
 
 import gevent
 import zmq
+import zmq.backend
 from gevent.event import Event
 from gevent.hub import Hub, Waiter
 from gevent.monkey import get_original
@@ -99,6 +100,11 @@ ERRORS_MAXSIZE = 1000
 _FATAL = frozenset(
     {zmq.ETERM, zmq.ENOTSOCK, errno.EBADF, errno.EFAULT, errno.EINVAL}
 )
+
+# The pump calls the compiled socket methods directly: pyzmq's Python layer
+# above them only adds argument handling the pump does not need.
+_send = zmq.backend.Socket.send
+_recv = zmq.backend.Socket.recv
 
 #: Addresses of the libzmq sockets owned by open pairs.
 _owned: set[int] = set()
@@ -510,36 +516,40 @@ class Pump:
         return msg
 
     def _pump_send(self, budget: int) -> int:
-        send = self._plain.send
+        plain = self._plain
         more = zmq.NOBLOCK | zmq.SNDMORE
-        n = 0
-        while n < budget:
-            msg = self._next_tx()
-            if msg is None:
-                break
-            i, self._tx_offset = self._tx_offset, 0
-            last = len(msg) - 1
-            try:
-                while i < last:
-                    send(msg[i], more)
-                    i += 1
-                send(msg[last], zmq.NOBLOCK)
-            except zmq.Again:
-                self._tx.appendleft(msg)
-                self._tx_offset = i
-                if n == 0:
-                    self._stall()
-                break
-            except zmq.ZMQError as exc:
-                if exc.errno in _FATAL:
+        n = sent = 0
+        try:
+            while n < budget:
+                msg = self._next_tx()
+                if msg is None:
+                    break
+                i, self._tx_offset = self._tx_offset, 0
+                last = len(msg) - 1
+                try:
+                    while i < last:
+                        _send(plain, msg[i], more)
+                        i += 1
+                    _send(plain, msg[last], zmq.NOBLOCK)
+                except zmq.Again:
                     self._tx.appendleft(msg)
                     self._tx_offset = i
-                    raise
-                self._report(msg, exc)
-            else:
-                self.sent += 1
-                self._stall_delay = _STALL_MIN
-            n += 1
+                    if n == 0:
+                        self._stall()
+                    break
+                except zmq.ZMQError as exc:
+                    if exc.errno in _FATAL:
+                        self._tx.appendleft(msg)
+                        self._tx_offset = i
+                        raise
+                    self._report(msg, exc)
+                else:
+                    sent += 1
+                n += 1
+        finally:
+            self.sent += sent
+        if sent:
+            self._stall_delay = _STALL_MIN
         return n
 
     def _stall(self) -> None:
@@ -557,20 +567,31 @@ class Pump:
         self.errors.put_nowait(SendError(msg, exc))
 
     def _pump_recv(self, budget: int) -> int:
-        recv_multipart = self._plain.recv_multipart
+        plain = self._plain
         copy = self._copy
+        rx = self._rx
         n = 0
-        while n < budget:
-            if not self._rx_wait and len(self._rx) >= self._rx_limit:
-                self._rx_starved = True
-                break
-            try:
-                msg = recv_multipart(zmq.NOBLOCK, copy=copy)
-            except zmq.Again:
-                break
-            n += 1
-            self.received += 1
-            self.deliver(msg)
+        try:
+            while n < budget:
+                if not self._rx_wait and len(rx) >= self._rx_limit:
+                    self._rx_starved = True
+                    break
+                try:
+                    frame = _recv(plain, zmq.NOBLOCK, False)
+                except zmq.Again:
+                    break
+                # Frame.more is far cheaper than getsockopt(RCVMORE).
+                msg = [frame.bytes if copy else frame]
+                while frame.more:
+                    frame = _recv(plain, zmq.NOBLOCK, False)
+                    msg.append(frame.bytes if copy else frame)
+                n += 1
+                if self._rx_wait:
+                    self.deliver(msg)
+                else:
+                    rx.append(msg)
+        finally:
+            self.received += n
         return n
 
     def _pump_calls(self) -> None:
