@@ -3,6 +3,10 @@ nobody is left blocked, and nothing hangs."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import gevent
 import pytest
 import zmq.green as zmq
@@ -274,3 +278,43 @@ def test_killed_pump_breaks_the_pair(make_socket):
     with pytest.raises(zc.ChannelBroken):
         tx.send(b"x")
     assert tx.close() == [[b"kept"]]
+
+
+CLOSE_UNDER = """
+import gevent, zmq.green as zmq, zmqchan_green as zc
+ctx = zmq.Context()
+for i in range(150):
+    s = ctx.socket(zmq.PAIR)
+    s.linger = 0
+    p = zc.ChannelPair(s)
+    gevent.sleep(0)
+    s.close()  # misuse: closed under the pump
+    churn = [ctx.socket(zmq.PAIR) for _ in range(3)]  # new sockets reuse the descriptors
+    for c in churn:
+        c.linger = 0
+        c.bind("inproc://churn-%d-%d" % (i, id(c)))
+    gevent.sleep(0.001)
+    try:
+        p.send(b"x", timeout=5)
+    except zc.ChannelBroken:
+        pass
+    p.close(linger=0)
+    for c in churn:
+        c.close()
+ctx.term()
+print("survived")
+"""
+
+
+@pytest.mark.timeout(60)
+def test_socket_closed_under_the_pump_never_crashes_the_process():
+    """A watcher left on a descriptor libzmq closed makes libev abort(); the pump
+    watches its own duplicate and checks the socket before touching it."""
+    env = dict(os.environ)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.run(
+        [sys.executable, "-c", CLOSE_UNDER], capture_output=True, text=True, timeout=50, env=env
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "survived" in proc.stdout

@@ -63,6 +63,7 @@ what was accepted but never sent is kept for ``close()``.
 from __future__ import annotations
 
 import errno
+import os
 import time
 from collections import deque
 from collections.abc import Callable
@@ -85,6 +86,7 @@ __all__ = ["ERRORS_MAXSIZE", "Pump", "claim", "release"]
 T = TypeVar("T")
 
 _get_ident: Callable[[], int] = get_original("_thread", "get_ident")
+_allocate_lock: Callable[[], Any] = get_original("_thread", "allocate_lock")
 
 #: Socket operations per wake before the pump yields to the hub.
 _BATCH = 256
@@ -166,6 +168,8 @@ class Pump:
         self._always_writable = self.socket_type == zmq.ROUTER
 
         self._tx: deque[list[Any]] = deque()
+        # Guards appends to _tx that depend on its room: threads append too.
+        self._lock = _allocate_lock()
         self._tx_offset = 0
         self._tx_wait: deque[Op] = deque()
         self._rx: deque[list[Any]] = deque()
@@ -196,7 +200,11 @@ class Pump:
 
         self._sleeper: Waiter | None = None
         self._sleep_waiter = Waiter(hub)
-        self._io = self._loop.io(self._plain.getsockopt(zmq.FD), 1)
+        # Watch a duplicate of ZMQ_FD: if the socket is closed under us, libzmq
+        # closes its descriptor, and a watcher left on a closed descriptor makes
+        # libev abort the process. The duplicate stays valid until we close it.
+        self._fd = os.dup(self._plain.getsockopt(zmq.FD))
+        self._io = self._loop.io(self._fd, 1)
         self._keepalive = self._loop.timer(_KEEPALIVE, _KEEPALIVE, ref=False)
         # zmq.green keeps a watcher of its own on ZMQ_FD that reads EVENTS on
         # every signal; while the pair owns the socket, ours is the only one needed.
@@ -249,11 +257,24 @@ class Pump:
             return len(self._tx) < self.tx_size
         return not self._tx and self._writable and not self._send_stalled
 
-    def _can_accept(self) -> bool:
-        """Whether a send can be accepted at once (``ChannelClosed`` if closing)."""
-        if self.closing:
-            raise self.closed_error()
-        return not self._tx_wait and self._tx_has_room()
+    def accept(self, frames: list[Any], op: Op | None = None) -> bool:
+        """Take ``frames`` into ``_tx`` if there is room and nobody waits ahead.
+
+        Safe from any thread: the lock makes the room check and the append one
+        step, for greenlets and threads alike. Without ``op``, returns whether
+        the message was taken. With ``op`` (pump only), the op is finished as
+        its message is taken, or queued to wait. ``ChannelClosed`` once closing.
+        """
+        with self._lock:
+            if self.closing:
+                raise self.closed_error()
+            if self._tx_wait or not self._tx_has_room():
+                if op is None:
+                    return False
+                self._tx_wait.append(op)
+            elif op is None or op.finish():
+                self._tx.append(frames)
+            return True
 
     def _pop_rx(self) -> list[Any] | None:
         """The oldest buffered message, ``None`` if none (``ChannelClosed`` once finished)."""
@@ -269,8 +290,7 @@ class Pump:
 
     def send(self, frames: list[Any], timeout: float | None, block: bool) -> None:
         """Accept ``frames`` (already checked) or raise; see ``ChannelPair.send``."""
-        if self._can_accept():
-            self._tx.append(frames)
+        if self.accept(frames):
             self.wake()
             return
         if not block:
@@ -327,10 +347,7 @@ class Pump:
         """Serve or queue an op that a native thread submitted (pump only)."""
         try:
             if kind == SEND:
-                if not self._can_accept():
-                    self._tx_wait.append(op)
-                elif op.finish():
-                    self._tx.append(op.payload)
+                self.accept(op.payload, op)
             elif kind == RECV:
                 msg = self._pop_rx()
                 if msg is None:
@@ -397,7 +414,8 @@ class Pump:
         if self.closing:
             self.wake()
             return
-        self.closing = True
+        with self._lock:
+            self.closing = True
         self._fail_all(self._tx_wait)
         self._fail_all(self._calls)
         self.wake()
@@ -465,6 +483,9 @@ class Pump:
 
         Returns ``True`` if it stopped because the batch budget ran out.
         """
+        if self.socket.closed:
+            # Closed by someone else: say so instead of touching a dead handle.
+            raise zmq.ZMQError(zmq.ENOTSOCK, "the pair's socket was closed by other code")
         if self._gate_signalled:
             self._gate_signalled = False
             for kind, op in self._gate.drain():  # type: ignore[union-attr]
@@ -509,10 +530,12 @@ class Pump:
                     msg = op.payload
                     break
         # Queue(N) semantics: a freed place goes to the longest-waiting sender.
-        while self._tx_wait and len(self._tx) < self.tx_size:
-            op = self._tx_wait.popleft()
-            if op.finish():
-                self._tx.append(op.payload)
+        if self._tx_wait and len(self._tx) < self.tx_size:
+            with self._lock:
+                while self._tx_wait and len(self._tx) < self.tx_size:
+                    op = self._tx_wait.popleft()
+                    if op.finish():
+                        self._tx.append(op.payload)
         return msg
 
     def _pump_send(self, budget: int) -> int:
@@ -607,8 +630,10 @@ class Pump:
                     op.finish(result)
 
     def _pump_finish(self) -> None:
-        self.closing = True
+        with self._lock:
+            self.closing = True  # from here on nobody appends to _tx
         self._io.close()
+        os.close(self._fd)
         self._keepalive.close()
         self._stall_timer.close()
         if self._deadline_timer is not None:

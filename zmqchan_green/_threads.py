@@ -28,6 +28,7 @@ cannot guess it to connect.
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections import deque
 from collections.abc import Callable
@@ -121,7 +122,10 @@ class ThreadGate:
         self._lock = _allocate_lock()
         self._pending = False
         self._open = True
-        self._io = loop.io(self._reader.getsockopt(zmq.FD), 1)
+        # A duplicate descriptor, as for the pump's own socket: Context.destroy()
+        # may close the pipe under us, and libev aborts on a closed descriptor.
+        self._fd = os.dup(self._reader.getsockopt(zmq.FD))
+        self._io = loop.io(self._fd, 1)
         self._io.start(on_signal)
 
     def submit(self, kind: str, item: Any) -> bool:
@@ -130,10 +134,24 @@ class ThreadGate:
             if not self._open:
                 return False
             self._inbox.append((kind, item))
-            if not self._pending:
-                self._pending = True
-                self._writer.send(b"", zmq.NOBLOCK)
+            self._wake_locked()
         return True
+
+    def notify(self) -> None:
+        """Wake the pump to look at its state (a thread added to ``_tx``)."""
+        with self._lock:
+            if self._open:
+                self._wake_locked()
+
+    def _wake_locked(self) -> None:
+        if not self._pending:
+            self._pending = True
+            try:
+                self._writer.send(b"", zmq.NOBLOCK)
+            except zmq.ZMQError:
+                # The context is being torn down: the pump breaks on its own
+                # socket and fails what is in the inbox; nothing waits on this.
+                pass
 
     def drain(self) -> list[tuple[str, Any]]:
         """Everything submitted so far (pump only); re-arms the wake-up."""
@@ -155,6 +173,7 @@ class ThreadGate:
         with self._lock:
             self._open = False
             self._io.close()
+            os.close(self._fd)
             for sock in self._sockets:
                 sock.close(linger=0)
         return list(self._inbox)
@@ -193,7 +212,12 @@ class ThreadPort:
         self._check_thread()
         frames = as_message(msg)
         check_direction(self._pump.socket_type, sending=True)
-        self._run(SEND, ThreadOp(frames), check_timeout(timeout), "send")
+        timeout = check_timeout(timeout)
+        gate = self._gate
+        if gate is not None and self._pump.accept(frames):
+            gate.notify()  # taken at once, as a greenlet's would be: no round trip
+            return
+        self._run(SEND, ThreadOp(frames), timeout, "send")
 
     def recv(self, timeout: float | None = None) -> list[Any]:
         """As :meth:`ChannelPair.recv`, blocking only the calling OS thread."""
