@@ -58,7 +58,7 @@ class GreenletOp(Op):
     def __init__(self, payload: Any, hub: Hub) -> None:
         super().__init__(payload)
         self._hub = hub
-        self._waiter = Waiter(hub)
+        self._waiter: Waiter[None] = Waiter(hub)
 
     def _notify(self) -> None:
         # The pump is a greenlet, and Waiter.switch is for the hub only.

@@ -204,7 +204,7 @@ class ChannelPair:
             self._port = ThreadPort(self)
         return self._port
 
-    def spawn_thread(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> AsyncResult:
+    def spawn_thread(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> AsyncResult[T]:
         """Run ``fn(port, *args, **kwargs)`` in the hub's ``gevent.threadpool``.
 
         ``port`` is this pair's :class:`ThreadPort`. Returns the threadpool's
@@ -212,7 +212,7 @@ class ChannelPair:
         result or raises its exception.
         """
         port = self.for_threads()
-        result: AsyncResult = self._pump.hub.threadpool.spawn(fn, port, *args, **kwargs)
+        result: AsyncResult[T] = self._pump.hub.threadpool.spawn(fn, port, *args, **kwargs)
         return result
 
     # -------------------------------------------------------------- close

@@ -107,6 +107,7 @@ _FATAL = frozenset(
 # above them only adds argument handling the pump does not need.
 _send = zmq.backend.Socket.send
 _recv = zmq.backend.Socket.recv
+_get_option: Callable[[zmq.Socket[Any], int], int] = zmq.backend.Socket.get  # type: ignore[assignment]
 
 #: Addresses of the libzmq sockets owned by open pairs.
 _owned: set[int] = set()
@@ -158,7 +159,7 @@ class Pump:
         self.rx_size = rx_size
         self._rx_limit = max(rx_size, 1)
         self._copy = copy
-        self.socket_type: int = self._plain.getsockopt(zmq.TYPE)
+        self.socket_type = _get_option(self._plain, zmq.TYPE)
         # REQ and REP allow one message per turn: a second send or receive in
         # the same batch would hit EFSM, so each one waits for a fresh EVENTS.
         self._per_events = 1 if self.socket_type in (zmq.REQ, zmq.REP) else _BATCH
@@ -198,12 +199,12 @@ class Pump:
         self.wakeups = 0
         self.errors: Queue[SendError] = Queue(ERRORS_MAXSIZE)
 
-        self._sleeper: Waiter | None = None
-        self._sleep_waiter = Waiter(hub)
+        self._sleeper: Waiter[Any] | None = None
+        self._sleep_waiter: Waiter[Any] = Waiter(hub)
         # Watch a duplicate of ZMQ_FD: if the socket is closed under us, libzmq
         # closes its descriptor, and a watcher left on a closed descriptor makes
         # libev abort the process. The duplicate stays valid until we close it.
-        self._fd = os.dup(self._plain.getsockopt(zmq.FD))
+        self._fd = os.dup(_get_option(self._plain, zmq.FD))
         self._io = self._loop.io(self._fd, 1)
         self._keepalive = self._loop.timer(_KEEPALIVE, _KEEPALIVE, ref=False)
         # zmq.green keeps a watcher of its own on ZMQ_FD that reads EVENTS on
@@ -377,7 +378,7 @@ class Pump:
                 return self._rx.popleft()
             except IndexError:
                 pass
-        if kind == GIVE_BACK:
+        if kind == GIVE_BACK and msg is not None:
             self._rx.appendleft(msg)
             return None
         raise self.closed_error()
@@ -472,7 +473,7 @@ class Pump:
 
     def _pump_deadline(self) -> float:
         if self._deadline is None:
-            linger_ms = self._plain.getsockopt(zmq.LINGER)
+            linger_ms = _get_option(self._plain, zmq.LINGER)
             self._deadline = (
                 float("inf") if linger_ms < 0 else time.monotonic() + linger_ms / 1000
             )
@@ -503,7 +504,7 @@ class Pump:
         budget = _BATCH
         plain = self._plain
         while True:
-            events = plain.getsockopt(zmq.EVENTS)
+            events = _get_option(plain, zmq.EVENTS)
             self._writable = self._always_writable or bool(events & zmq.POLLOUT)
             done = 0
             if self._writable and not self._send_stalled and (self._tx or self._tx_wait):

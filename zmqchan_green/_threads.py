@@ -124,7 +124,7 @@ class ThreadGate:
         self._open = True
         # A duplicate descriptor, as for the pump's own socket: Context.destroy()
         # may close the pipe under us, and libev aborts on a closed descriptor.
-        self._fd = os.dup(self._reader.getsockopt(zmq.FD))
+        self._fd = os.dup(int(self._reader.getsockopt(zmq.FD)))
         self._io = loop.io(self._fd, 1)
         self._io.start(on_signal)
 
