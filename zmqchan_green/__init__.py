@@ -13,6 +13,7 @@ from ._errors import (
     ZmqChanError,
 )
 from ._pair import ChannelPair
+from ._select import recv_any
 from ._threads import ThreadPort
 from ._version import __version__
 
@@ -25,4 +26,5 @@ __all__ = [
     "WouldBlock",
     "ZmqChanError",
     "__version__",
+    "recv_any",
 ]

@@ -277,7 +277,7 @@ class Pump:
                 self._tx.append(frames)
             return True
 
-    def _pop_rx(self) -> list[Any] | None:
+    def take_buffered(self) -> list[Any] | None:
         """The oldest buffered message, ``None`` if none (``ChannelClosed`` once finished)."""
         if self._rx:
             msg = self._rx.popleft()
@@ -303,7 +303,7 @@ class Pump:
 
     def recv(self, timeout: float | None, block: bool) -> list[Any]:
         """The next received message, or raise; see ``ChannelPair.recv``."""
-        msg = self._pop_rx()
+        msg = self.take_buffered()
         if msg is not None:
             return msg
         if not block:
@@ -313,6 +313,15 @@ class Pump:
         self.wake()
         result: list[Any] = self._block(op, self._rx_wait, timeout, "recv")
         return result
+
+    def add_receiver(self, op: Op) -> None:
+        """Queue a waiting receiver (for ``recv_any``)."""
+        self._rx_wait.append(op)
+        self.wake()
+
+    def remove_receiver(self, op: Op) -> None:
+        """Drop a receiver that stopped waiting."""
+        _discard(self._rx_wait, op)
 
     def call(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
         """Run ``fn(socket, *args, **kwargs)`` in the pump; see ``ChannelPair.call``."""
@@ -350,7 +359,7 @@ class Pump:
             if kind == SEND:
                 self.accept(op.payload, op)
             elif kind == RECV:
-                msg = self._pop_rx()
+                msg = self.take_buffered()
                 if msg is None:
                     self._rx_wait.append(op)
                 elif not op.finish(msg):
