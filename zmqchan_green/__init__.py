@@ -13,6 +13,7 @@ from ._errors import (
     ZmqChanError,
 )
 from ._pair import ChannelPair
+from ._requester import Requester, ThreadRequester
 from ._select import recv_any
 from ._threads import ThreadPort
 from ._version import __version__
@@ -21,8 +22,10 @@ __all__ = [
     "ChannelBroken",
     "ChannelClosed",
     "ChannelPair",
+    "Requester",
     "SendError",
     "ThreadPort",
+    "ThreadRequester",
     "WouldBlock",
     "ZmqChanError",
     "__version__",
