@@ -15,6 +15,7 @@ from ._errors import (
 from ._pair import ChannelPair
 from ._requester import Requester, ThreadRequester
 from ._select import recv_any
+from ._shared import SharedSocket
 from ._threads import ThreadPort
 from ._version import __version__
 
@@ -24,6 +25,7 @@ __all__ = [
     "ChannelPair",
     "Requester",
     "SendError",
+    "SharedSocket",
     "ThreadPort",
     "ThreadRequester",
     "WouldBlock",

@@ -301,6 +301,27 @@ class Pump:
         self.wake()
         self._block(op, self._tx_wait, timeout, "send")
 
+    def wait_for_room(self, timeout: float | None) -> bool:
+        """Whether a send could be accepted now, waiting up to ``timeout`` for it.
+
+        Waits in line with the senders, so the answer is for this caller's turn.
+        """
+        with self._lock:
+            if self.closing:
+                raise self.closed_error()
+            if not self._tx_wait and self._tx_has_room():
+                return True
+        if timeout == 0:
+            return False
+        op = GreenletOp(None, self.hub)
+        self._tx_wait.append(op)
+        self.wake()
+        try:
+            self._block(op, self._tx_wait, timeout, "poll")
+        except TimeoutError:
+            return False
+        return True
+
     def recv(self, timeout: float | None, block: bool) -> list[Any]:
         """The next received message, or raise; see ``ChannelPair.recv``."""
         msg = self.take_buffered()
@@ -536,15 +557,16 @@ class Pump:
             msg = None
             while self._tx_wait:
                 op = self._tx_wait.popleft()
-                if op.finish():
+                if op.finish() and op.payload is not None:
                     msg = op.payload
                     break
         # Queue(N) semantics: a freed place goes to the longest-waiting sender.
+        # (An op without a message only waited to learn there is room.)
         if self._tx_wait and len(self._tx) < self.tx_size:
             with self._lock:
                 while self._tx_wait and len(self._tx) < self.tx_size:
                     op = self._tx_wait.popleft()
-                    if op.finish():
+                    if op.finish() and op.payload is not None:
                         self._tx.append(op.payload)
         return msg
 

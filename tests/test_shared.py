@@ -1,0 +1,229 @@
+"""SharedSocket: existing pyzmq code keeps working when many greenlets share a socket."""
+
+from __future__ import annotations
+
+import gevent
+import pytest
+import zmq.green as zmq
+
+import zmqchan_green as zc
+
+from .conftest import bind, wait_for
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@pytest.fixture
+def shared(make_socket):
+    made = []
+
+    def make(sock, **options):
+        s = zc.SharedSocket(sock, **options)
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        s.close(0)
+
+
+@pytest.fixture
+def push_pull(connected, shared):
+    pull, push = connected(zmq.PULL, zmq.PUSH)
+    return shared(push), shared(pull)
+
+
+def test_many_greenlets_share_a_dealer_like_a_socket(make_socket, shared):
+    router = make_socket(zmq.ROUTER)
+    endpoint = bind(router, "tcp")
+    dealer = make_socket(zmq.DEALER)
+    dealer.connect(endpoint)
+    client, server = shared(dealer), shared(router)
+
+    def echo():
+        while True:
+            server.send_multipart(server.recv_multipart())
+
+    srv = gevent.spawn(echo)
+    got = []
+
+    def worker(k):
+        for i in range(20):
+            client.send_multipart([b"w%d" % k, b"%d" % i])
+        for _ in range(20):
+            got.append(tuple(client.recv_multipart()))
+
+    gevent.joinall([gevent.spawn(worker, k) for k in range(30)], timeout=20, raise_error=True)
+    assert sorted(got) == sorted((b"w%d" % k, b"%d" % i) for k in range(30) for i in range(20))
+    srv.kill()
+
+
+def test_sndmore_frames_are_held_per_greenlet(push_pull):
+    """Frame-by-frame sends with switches in between never interleave."""
+    push, pull = push_pull
+
+    def sender(name):
+        for i in range(10):
+            push.send(name + b" header", zmq.SNDMORE)
+            gevent.sleep(0)
+            push.send(b"%d" % i, zmq.SNDMORE)
+            gevent.sleep(0)
+            push.send(name + b" body")
+
+    gevent.joinall([gevent.spawn(sender, n) for n in (b"A", b"B", b"C")], raise_error=True)
+    for _ in range(30):
+        head, seq, body = pull.recv_multipart()
+        assert head.split()[0] == body.split()[0]
+
+
+def test_rcvmore_answers_per_greenlet(push_pull):
+    push, pull = push_pull
+    push.send_multipart([b"a1", b"a2", b"a3"])
+    push.send_multipart([b"b1", b"b2"])
+    seen = {}
+
+    def reader(name, started, go_on):
+        seen[name] = [pull.recv()]
+        started.set()
+        go_on.wait()
+        while pull.getsockopt(zmq.RCVMORE):
+            seen[name].append(pull.recv())
+
+    a_started, b_started, go_on = gevent.event.Event(), gevent.event.Event(), gevent.event.Event()
+    a = gevent.spawn(reader, "a", a_started, go_on)
+    a_started.wait(5)
+    b = gevent.spawn(reader, "b", b_started, go_on)
+    b_started.wait(5)
+    go_on.set()
+    gevent.joinall([a, b], raise_error=True)
+    assert seen == {"a": [b"a1", b"a2", b"a3"], "b": [b"b1", b"b2"]}
+    assert pull.rcvmore == 0
+
+
+def test_recv_multipart_returns_the_rest_after_recv(push_pull):
+    push, pull = push_pull
+    push.send_multipart([b"1", b"2", b"3"])
+    assert pull.recv() == b"1"
+    assert pull.rcvmore == 1
+    assert pull.recv_multipart() == [b"2", b"3"]
+
+
+def test_noblock_raises_again(push_pull, make_socket, shared):
+    push, pull = push_pull
+    with pytest.raises(zmq.Again):
+        pull.recv(zmq.NOBLOCK)
+    # Default buffering: a NOBLOCK send succeeds whenever there is room, even with no peer.
+    lonely = shared(make_socket(zmq.PUSH), tx_size=2)
+    lonely.send(b"1", zmq.NOBLOCK)
+    lonely.send(b"2", zmq.NOBLOCK)
+    with pytest.raises(zmq.Again):
+        lonely.send(b"3", zmq.NOBLOCK)
+    push.send(b"x", zmq.NOBLOCK)
+    assert pull.recv() == b"x"
+
+
+def test_failed_noblock_send_keeps_earlier_frames(make_socket, shared):
+    lonely = shared(make_socket(zmq.PUSH), tx_size=1)
+    lonely.send(b"fill")
+    lonely.send(b"head", zmq.SNDMORE)
+    with pytest.raises(zmq.Again):
+        lonely.send(b"tail", zmq.NOBLOCK)
+    lonely.close(0)
+    assert lonely.unsent == [[b"fill"]]
+
+
+def test_rcvtimeo_and_sndtimeo_are_honoured(make_socket, shared):
+    pull = shared(make_socket(zmq.PULL))
+    pull.rcvtimeo = 20
+    assert pull.rcvtimeo == 20
+    with pytest.raises(zmq.Again):
+        pull.recv()
+    push = shared(make_socket(zmq.PUSH), tx_size=1)
+    push.setsockopt(zmq.SNDTIMEO, 20)
+    push.send(b"fills the buffer")
+    with pytest.raises(zmq.Again):
+        push.send(b"no room")
+
+
+def test_string_json_pyobj(push_pull):
+    push, pull = push_pull
+    push.send_string("héllo")
+    push.send_json({"a": [1, 2]})
+    push.send_pyobj({"set": {1, 2}})
+    assert pull.recv_string() == "héllo"
+    assert pull.recv_json() == {"a": [1, 2]}
+    assert pull.recv_pyobj() == {"set": {1, 2}}
+    with pytest.raises(TypeError):
+        push.send("text")  # as pyzmq: str needs send_string
+
+
+def test_options_as_attributes_go_through_the_pump(push_pull):
+    push, _ = push_pull
+    push.linger = 0
+    assert push.getsockopt(zmq.LINGER) == 0
+    push.sndhwm = 123
+    assert push.sndhwm == 123
+    assert push.type == zmq.PUSH
+    with pytest.raises(AttributeError):
+        push.no_such_option
+
+
+def test_subscribe(connected, shared):
+    pub, sub = connected(zmq.PUB, zmq.SUB)
+    tx, rx = shared(pub), shared(sub)
+    rx.subscribe("news")
+
+    def publish():
+        while True:
+            tx.send_multipart([b"noise", b"x"])
+            tx.send_multipart([b"news", b"y"])
+            gevent.sleep(0.002)
+
+    g = gevent.spawn(publish)
+    try:
+        assert rx.recv_multipart() == [b"news", b"y"]
+    finally:
+        g.kill()
+    rx.unsubscribe("news")
+
+
+def test_poll_answers_for_the_calling_greenlet(push_pull):
+    push, pull = push_pull
+    assert pull.poll(0) == 0
+    assert pull.poll(10) == 0
+    assert push.poll(0, zmq.POLLOUT) == zmq.POLLOUT
+    gevent.spawn_later(0.01, push.send, b"late")
+    assert pull.poll(5000) == zmq.POLLIN
+    # The message is set aside for this greenlet: another one cannot take it.
+    other = gevent.spawn(pull.recv, zmq.NOBLOCK)
+    other.join(5)
+    assert isinstance(other.exception, zmq.Again)
+    assert pull.getsockopt(zmq.EVENTS) & zmq.POLLIN
+    assert pull.recv() == b"late"
+
+
+def test_after_close_every_call_raises_enotsock(push_pull):
+    push, pull = push_pull
+    pull.close(linger=0)
+    assert pull.closed
+    for call in (
+        lambda: pull.recv(),
+        lambda: pull.send(b"x"),
+        lambda: pull.getsockopt(zmq.LINGER),
+        lambda: pull.poll(0),
+    ):
+        with pytest.raises(zmq.ZMQError) as info:
+            call()
+        assert info.value.errno == zmq.ENOTSOCK
+    pull.close()  # idempotent
+
+
+def test_context_manager_and_termination(ctx, make_socket):
+    sock = make_socket(zmq.PULL)
+    with zc.SharedSocket(sock) as shared_sock:
+        waiter = gevent.spawn(shared_sock.recv)
+        wait_for(lambda: shared_sock._pair.stats()["rx_waiting"] == 1)
+        gevent.get_hub().threadpool.spawn(ctx.term).get(timeout=10)
+        waiter.join(5)
+        assert isinstance(waiter.exception, zmq.ContextTerminated)
+    assert shared_sock.closed
