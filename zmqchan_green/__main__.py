@@ -1,6 +1,6 @@
 """``python -m zmqchan_green``: the package's command-line tools.
 
-Each tool is a subcommand (``demo`` so far); without one, the help is printed.
+Each tool is a subcommand (``demo``, ``bench``); without one, the help is printed.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from ._bench import add_bench_command
 from ._demo import add_demo_command
 from ._version import __version__
 
@@ -24,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"zmqchan_green {__version__}")
     subcommands = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND")
     add_demo_command(subcommands)
+    add_bench_command(subcommands)
     return parser
 
 
