@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Union
 
@@ -32,9 +33,9 @@ def _frame(obj: object, index: int) -> bytes | zmq.Frame | memoryview:
             f"frame {index} is {type(obj).__name__}, not bytes-like "
             "(bytes, bytearray, memoryview or zmq.Frame)"
         ) from None
-    # A writable buffer could change between send() and the wire: snapshot it
-    # so the message that leaves is the one that was accepted.
-    return view if view.readonly else view.tobytes()
+    # A writable buffer could change between send() and the wire, and libzmq
+    # needs contiguous memory: copy unless it is neither.
+    return view if view.readonly and view.contiguous else view.tobytes()
 
 
 def as_message(msg: object) -> list[bytes | zmq.Frame | memoryview]:
@@ -80,13 +81,16 @@ def check_direction(socket_type: int, sending: bool) -> None:
 
 
 def check_timeout(timeout: object) -> float | None:
-    """``timeout`` as seconds, or ``None``; ``TypeError``/``ValueError`` if unusable."""
+    """``timeout`` as seconds, or ``None`` (also for infinity); ``TypeError`` or
+    ``ValueError`` if it is not a usable number of seconds."""
     if timeout is None:
         return None
-    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):
-        raise TypeError(
-            f"timeout must be a number of seconds or None, not {type(timeout).__name__}"
-        )
-    if timeout < 0:
+    if type(timeout) is not float and type(timeout) is not int:
+        if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):
+            raise TypeError(
+                f"timeout must be a number of seconds or None, not {type(timeout).__name__}"
+            )
+        timeout = float(timeout)
+    if not timeout >= 0:  # also catches NaN
         raise ValueError(f"timeout must be >= 0 or None, got {timeout}")
-    return float(timeout)
+    return None if timeout == math.inf else float(timeout)

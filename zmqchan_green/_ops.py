@@ -37,7 +37,8 @@ class Op:
         self.state = PENDING
 
     def finish(self, result: Any = None, error: BaseException | None = None) -> bool:
-        """Complete the op and wake its caller; ``False`` if it was cancelled."""
+        """Complete the op and wake its caller; ``False`` if it was already
+        finished or cancelled."""
         if self.state != PENDING:
             return False
         self.result = result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 import warnings
 from collections.abc import Callable, Iterator
@@ -14,7 +15,7 @@ from gevent.event import AsyncResult
 from gevent.monkey import get_original
 from gevent.queue import Queue
 
-from ._checks import as_message, check_direction, check_timeout
+from ._checks import Message, as_message, check_direction, check_timeout
 from ._errors import ChannelBroken, ChannelClosed, SendError
 from ._pump import Pump, claim, release
 from ._threads import ThreadPort
@@ -101,7 +102,7 @@ class ChannelPair:
 
     # ----------------------------------------------------------- messages
 
-    def send(self, msg: Any, timeout: float | None = None) -> None:
+    def send(self, msg: Message, timeout: float | None = None) -> None:
         """Send ``msg`` (a list or tuple of bytes-like frames, or one bytes-like object).
 
         Blocks only the calling greenlet until the message is accepted (buffer
@@ -112,14 +113,16 @@ class ChannelPair:
         ``TimeoutError`` after ``timeout`` seconds (the message was *not*
         accepted), :class:`ChannelClosed` if the pair is or gets closed while
         waiting (not accepted either), :class:`ChannelBroken` if the pump died.
-        A greenlet killed while blocked here leaves nothing behind.
+        A greenlet killed (or interrupted by a ``gevent.Timeout``) while blocked
+        here never leaves part of a message behind: its message was accepted
+        whole, or not at all.
         """
         pump = self._check_thread()
         frames = as_message(msg)
         check_direction(pump.socket_type, sending=True)
         pump.send(frames, check_timeout(timeout), True)
 
-    def send_nowait(self, msg: Any) -> None:
+    def send_nowait(self, msg: Message) -> None:
         """Accept ``msg`` now or raise :class:`WouldBlock` (nothing queued)."""
         pump = self._check_thread()
         frames = as_message(msg)
@@ -180,9 +183,10 @@ class ChannelPair:
         """:class:`SendError`\\ s for failures no caller can be told about.
 
         Bounded: when full, the oldest is dropped and counted in
-        ``stats()["errors_dropped"]``; the pump never blocks on it.
+        ``stats()["errors_dropped"]``; the pump never blocks on it. A gevent
+        queue: for greenlets of the pair's thread only.
         """
-        return self._pump.errors
+        return self._check_thread().errors
 
     def stats(self) -> dict[str, int]:
         """Counters, readable from any thread.
@@ -191,7 +195,7 @@ class ChannelPair:
         ``tx_pending`` (accepted, not yet handed), ``rx_pending`` (read, not yet
         delivered), ``tx_waiting``/``rx_waiting`` (blocked callers), ``errors``
         (SendErrors raised by the pump), ``errors_dropped`` (of those, dropped
-        from a full ``errors``).
+        from a full ``errors``), ``wakeups`` (times the pump woke from sleep).
         """
         return self._pump.stats()
 
@@ -241,6 +245,8 @@ class ChannelPair:
             if isinstance(linger, bool) or not isinstance(linger, numbers.Real):
                 raise TypeError(f"linger must be seconds or None, not {type(linger).__name__}")
             linger = float(linger)
+            if math.isnan(linger):
+                raise ValueError("linger must be a number of seconds, not NaN")
         return pump.close(linger)
 
     def __enter__(self) -> ChannelPair:
@@ -258,11 +264,14 @@ class ChannelPair:
         pump: Pump | None = getattr(self, "_pump", None)
         if pump is None or pump.closing:
             return
-        warnings.warn(f"unclosed {self!r}", ResourceWarning, stacklevel=1, source=self)
-        if _get_ident() == self._thread:
-            pump.request_close(None)
-        else:
-            pump.hub.loop.run_callback_threadsafe(pump.request_close, None)
+        try:
+            if _get_ident() == self._thread:
+                pump.request_close(None)
+            else:
+                pump.hub.loop.run_callback_threadsafe(pump.request_close, None)
+        finally:
+            # Last, so the pair is closed even where warnings are errors.
+            warnings.warn(f"unclosed {self!r}", ResourceWarning, stacklevel=1, source=self)
 
     def __repr__(self) -> str:
         pump = getattr(self, "_pump", None)

@@ -3,8 +3,9 @@
 Theory of operation
 ===================
 
-State. Everything below lives in the hub's thread and is changed only by
-greenlets of that hub, so no locks are needed.
+State. Everything below lives in the hub's thread and is changed by its
+greenlets; the one exception is ``_tx``, which native threads append to as
+well, so appends that depend on its room happen under ``_lock``.
 
 * ``_tx``: accepted messages not yet handed to the socket, oldest first. Its
   room is ``tx_size``; a rendezvous pair (``tx_size == 0``) has room for one
@@ -26,11 +27,12 @@ Fast paths. A sender with room and nobody queued ahead appends to ``_tx``
 itself; a receiver takes from ``_rx`` itself. Neither switches greenlets. Only
 when it must wait does a caller queue an op and sleep on it.
 
-Waking. The pump sleeps on a :class:`gevent.hub.Waiter` (``_sleeper``). Three
+Waking. The pump sleeps on a :class:`gevent.hub.Waiter` (``_sleeper``). Four
 things wake it, each only if it is asleep, so there is never more than one
-wake-up in flight: the io watcher on ``ZMQ_FD`` (run by the hub), a caller that
-changed the state (via a hub callback, never a direct switch), and timers (the
-close deadline, and a slow keep-alive that notices a socket closed under us).
+wake-up in flight: the io watcher on ``ZMQ_FD`` (run by the hub), a greenlet
+that changed the state (via a hub callback, never a direct switch), the
+threads' wake pipe (see ``_threads``), and timers (the close deadline, a send
+back-off, and a slow keep-alive that notices a socket closed under us).
 
 Edge trigger. ``ZMQ_FD`` only signals *changes*, and only after libzmq has
 been asked. So each round reads ``zmq.EVENTS`` once, does what it allows as a
@@ -44,20 +46,22 @@ not) stalls sending until the next FD event or a short back-off timer
 only means the reading went stale: ``EVENTS`` is read again.
 
 Fairness. One wake does at most ``_BATCH`` socket operations, then the pump
-yields to the hub (``gevent.sleep(0)``) so timers and other greenlets run.
+yields to the hub through a zero-delay timer: unlike a callback, that lets the
+loop go round, so I/O is polled and due timers fire before the pump goes on.
 
-Close. ``close()`` refuses new sends, fails queued senders and calls with
-``ChannelClosed`` (their messages were not accepted) and wakes the pump, which
-fixes one deadline (``linger``, or the socket's ``LINGER``), keeps handing
-``_tx`` to the socket (and delivering what arrives) until ``_tx`` is empty or
-the deadline passes, closes the socket with what remains of the deadline, and
-records what never went out for ``close()`` to return. Receivers still get
-what was buffered, then ``ChannelClosed``.
+Close. ``close()`` refuses new sends, fails queued senders, calls and
+receivers with ``ChannelClosed`` (the senders' messages were not accepted),
+stops reading the socket, and wakes the pump, which fixes one deadline
+(``linger``, or the socket's ``LINGER``), keeps handing ``_tx`` to the socket
+until it is empty or the deadline passes, closes the socket with what remains
+of the deadline, and records what never went out for ``close()`` to return.
+Receivers still get what was buffered, then ``ChannelClosed``.
 
 Breaking. A fatal ``ZMQError`` (``ETERM``, ``ENOTSOCK``...) or any unexpected
-exception ends the loop: the socket is closed (so ``Context.term()`` returns),
-every waiter gets :class:`ChannelBroken` with the error as ``__cause__``, and
-what was accepted but never sent is kept for ``close()``.
+exception ends the loop: the socket is closed with ``linger=0`` (so
+``Context.term()`` returns), every waiter gets :class:`ChannelBroken` with the
+error as ``__cause__``, and what was accepted but never sent is kept for
+``close()``.
 """
 
 from __future__ import annotations
@@ -78,8 +82,8 @@ from gevent.monkey import get_original
 from gevent.queue import Queue
 
 from ._errors import ChannelBroken, ChannelClosed, SendError, WouldBlock
-from ._ops import CANCELLED, PENDING, GreenletOp, Op
-from ._threads import CALL, FORGET, GIVE_BACK, RECV, SEND, ThreadGate
+from ._ops import CANCELLED, DONE, PENDING, GreenletOp, Op
+from ._threads import ABANDON, CALL, RECV, SEND, ThreadGate
 
 __all__ = ["ERRORS_MAXSIZE", "Pump", "claim", "release"]
 
@@ -108,6 +112,12 @@ _FATAL = frozenset(
 _send = zmq.backend.Socket.send
 _recv = zmq.backend.Socket.recv
 _get_option: Callable[[zmq.Socket[Any], int], int] = zmq.backend.Socket.get  # type: ignore[assignment]
+# Plain ints: the IntFlag operators cost ~1 us a call on the hot path.
+_POLLIN = int(zmq.POLLIN)
+_POLLOUT = int(zmq.POLLOUT)
+_NOBLOCK = int(zmq.NOBLOCK)
+_NOBLOCK_MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
+_EVENTS = int(zmq.EVENTS)
 
 #: Addresses of the libzmq sockets owned by open pairs.
 _owned: set[int] = set()
@@ -132,8 +142,9 @@ def release(address: int) -> None:
 class Pump:
     """A pair's state and the greenlet that moves messages to and from its socket.
 
-    Methods without a leading ``pump_`` are for greenlets of the hub's thread;
-    the ``_pump_*`` ones run in the pump greenlet only.
+    Public methods are for greenlets of the hub's thread (``accept``,
+    ``closed_error`` and ``stats`` for any thread); the ``_pump_*`` ones run in
+    the pump greenlet only.
     """
 
     def __init__(
@@ -176,8 +187,11 @@ class Pump:
         self._rx: deque[list[Any]] = deque()
         self._rx_wait: deque[Op] = deque()
         self._calls: deque[Op] = deque()
+        self._queues = {SEND: self._tx_wait, RECV: self._rx_wait, CALL: self._calls}
 
-        self._writable = False
+        self._writable = self._always_writable or bool(
+            _get_option(self._plain, _EVENTS) & _POLLOUT
+        )
         self._send_stalled = False
         self._stall_delay = _STALL_MIN
         self._stall_timer = self._loop.timer(_STALL_MIN)
@@ -207,6 +221,7 @@ class Pump:
         self._fd = os.dup(_get_option(self._plain, zmq.FD))
         self._io = self._loop.io(self._fd, 1)
         self._keepalive = self._loop.timer(_KEEPALIVE, _KEEPALIVE, ref=False)
+        self._yield_timer = self._loop.timer(0.0)
         # zmq.green keeps a watcher of its own on ZMQ_FD that reads EVENTS on
         # every signal; while the pair owns the socket, ours is the only one needed.
         green_watcher = getattr(socket, "_state_event", None)
@@ -278,16 +293,22 @@ class Pump:
             return True
 
     def take_buffered(self) -> list[Any] | None:
-        """The oldest buffered message, ``None`` if none (``ChannelClosed`` once finished)."""
+        """The oldest buffered message, ``None`` if none (``ChannelClosed`` once closing)."""
         if self._rx:
             msg = self._rx.popleft()
             if self._rx_starved:
                 self._rx_starved = False
                 self.wake()
             return msg
-        if self.finished:
+        if self.closing:
             raise self.closed_error()
         return None
+
+    def _refuse_pump(self, what: str) -> None:
+        if gevent.getcurrent() is self.greenlet:
+            raise RuntimeError(
+                f"{what} would block the pump itself: inside call(), use the socket directly"
+            )
 
     def send(self, frames: list[Any], timeout: float | None, block: bool) -> None:
         """Accept ``frames`` (already checked) or raise; see ``ChannelPair.send``."""
@@ -296,10 +317,11 @@ class Pump:
             return
         if not block:
             raise WouldBlock("no room to accept the message now")
+        self._refuse_pump("send()")
         op = GreenletOp(frames, self.hub)
         self._tx_wait.append(op)
         self.wake()
-        self._block(op, self._tx_wait, timeout, "send")
+        self._block(SEND, op, timeout)
 
     def wait_for_room(self, timeout: float | None) -> bool:
         """Whether a send could be accepted now, waiting up to ``timeout`` for it.
@@ -313,11 +335,12 @@ class Pump:
                 return True
         if timeout == 0:
             return False
+        self._refuse_pump("poll()")
         op = GreenletOp(None, self.hub)
         self._tx_wait.append(op)
         self.wake()
         try:
-            self._block(op, self._tx_wait, timeout, "poll")
+            self._block(SEND, op, timeout)
         except TimeoutError:
             return False
         return True
@@ -329,10 +352,11 @@ class Pump:
             return msg
         if not block:
             raise WouldBlock("no message to receive now")
+        self._refuse_pump("recv()")
         op = GreenletOp(None, self.hub)
         self._rx_wait.append(op)
         self.wake()
-        result: list[Any] = self._block(op, self._rx_wait, timeout, "recv")
+        result: list[Any] = self._block(RECV, op, timeout)
         return result
 
     def add_receiver(self, op: Op) -> None:
@@ -353,28 +377,36 @@ class Pump:
         op = GreenletOp((fn, args, kwargs), self.hub)
         self._calls.append(op)
         self.wake()
-        result: T = self._block(op, self._calls, None, "call")
+        result: T = self._block(CALL, op, None)
         return result
 
-    def _block(self, op: GreenletOp, queue: deque[Op], timeout: float | None, what: str) -> Any:
+    def _block(self, kind: str, op: GreenletOp, timeout: float | None) -> Any:
         try:
             done = op.wait(timeout)
         except BaseException:
-            if op.state == CANCELLED:
-                _discard(queue, op)
-            elif queue is self._rx_wait and op.error is None:
-                # Killed after a message was assigned to it but before it
-                # returned: the message was not delivered, so it goes back.
-                self.deliver(op.result, front=True)
+            self.abandon(kind, op)
             raise
         if not done:
-            _discard(queue, op)
-            raise TimeoutError(f"{what} timed out after {timeout} s")
+            self.abandon(kind, op)
+            raise TimeoutError(f"{kind} timed out after {timeout} s")
         if op.error is not None:
             raise op.error
         return op.result
 
-    def _admit(self, kind: str, op: Any) -> None:
+    def abandon(self, kind: str, op: Op) -> None:
+        """Tidy up after a caller that stopped waiting (timeout, kill, interrupt).
+
+        A cancelled op leaves its queue. A receive op that was already given a
+        message it never returned gives it back to the head of the stream: no
+        message is lost to a receiver that died. Greenlets call this directly;
+        threads have the pump call it for them.
+        """
+        if op.state == CANCELLED:
+            _discard(self._queues[kind], op)
+        elif kind == RECV and op.state == DONE and op.error is None:
+            self.deliver(op.result, front=True)
+
+    def _admit(self, kind: str, op: Op) -> None:
         """Serve or queue an op that a native thread submitted (pump only)."""
         try:
             if kind == SEND:
@@ -389,29 +421,16 @@ class Pump:
                 if self.closing:
                     raise self.closed_error()
                 self._calls.append(op)
-            elif kind == FORGET:
-                for queue in (self._tx_wait, self._rx_wait, self._calls):
-                    _discard(queue, op)
-            elif kind == GIVE_BACK:
-                self.deliver(op, front=True)
         except ChannelClosed as exc:
             op.finish(error=exc)
 
-    def after_finish(self, kind: str, msg: list[Any] | None = None) -> Any:
-        """Serve a thread once the pump has stopped (any thread).
-
-        ``deque`` operations are atomic, so buffered messages can still be
-        taken, or given back, without the pump.
-        """
-        if kind == RECV and self._rx:
-            try:
-                return self._rx.popleft()
-            except IndexError:
-                pass
-        if kind == GIVE_BACK and msg is not None:
-            self._rx.appendleft(msg)
-            return None
-        raise self.closed_error()
+    def after_finish(self) -> list[Any]:
+        """A buffered message for a thread once the pump has stopped (any thread),
+        else the closed error: ``deque.popleft`` is atomic, so no pump is needed."""
+        try:
+            return self._rx.popleft()
+        except IndexError:
+            raise self.closed_error() from None
 
     def deliver(self, msg: list[Any], front: bool = False) -> None:
         """Give ``msg`` to the first waiting receiver, else buffer it.
@@ -449,6 +468,7 @@ class Pump:
             self.closing = True
         self._fail_all(self._tx_wait)
         self._fail_all(self._calls)
+        self._fail_all(self._rx_wait)
         self.wake()
 
     def _fail_all(self, queue: deque[Op]) -> None:
@@ -466,6 +486,7 @@ class Pump:
             "rx_waiting": len(self._rx_wait),
             "errors": self.errors_raised,
             "errors_dropped": self.errors_dropped,
+            "wakeups": self.wakeups,
         }
 
     # ------------------------------------------------------------- the pump
@@ -481,12 +502,10 @@ class Pump:
                 ):
                     break
                 if exhausted:
-                    gevent.sleep(0)
+                    self._pump_yield()
                 else:
                     self._pump_sleep()
-        except zmq.ZMQError as exc:
-            self.broken = exc
-        except BaseException as exc:  # a bug, or the pump was killed: never hang callers
+        except BaseException as exc:  # fatal ZMQError, a bug, or a kill: never hang callers
             self.broken = exc
         finally:
             self._pump_finish()
@@ -500,6 +519,16 @@ class Pump:
         finally:
             self._sleeper = None
         self.wakeups += 1
+
+    def _pump_yield(self) -> None:
+        # Not _sleeper: nobody needs to wake a pump that is about to go on.
+        waiter = self._sleep_waiter
+        waiter.clear()
+        self._yield_timer.start(waiter.switch, None)
+        try:
+            waiter.get()
+        finally:
+            self._yield_timer.stop()
 
     def _pump_deadline(self) -> float:
         if self._deadline is None:
@@ -520,7 +549,10 @@ class Pump:
         if self._gate_signalled:
             self._gate_signalled = False
             for kind, op in self._gate.drain():  # type: ignore[union-attr]
-                self._admit(kind, op)
+                if kind == ABANDON:
+                    self.abandon(*op)
+                else:
+                    self._admit(kind, op)
         if self._calls:
             self._pump_calls()
         if self.closing:
@@ -534,12 +566,12 @@ class Pump:
         budget = _BATCH
         plain = self._plain
         while True:
-            events = _get_option(plain, zmq.EVENTS)
-            self._writable = self._always_writable or bool(events & zmq.POLLOUT)
+            events = _get_option(plain, _EVENTS)
+            self._writable = self._always_writable or bool(events & _POLLOUT)
             done = 0
             if self._writable and not self._send_stalled and (self._tx or self._tx_wait):
                 done += self._pump_send(min(budget, self._per_events))
-            if events & zmq.POLLIN:
+            if events & _POLLIN and not self.closing:
                 if self._rx_wait or len(self._rx) < self._rx_limit:
                     done += self._pump_recv(min(budget - done, self._per_events))
                 else:
@@ -572,7 +604,6 @@ class Pump:
 
     def _pump_send(self, budget: int) -> int:
         plain = self._plain
-        more = zmq.NOBLOCK | zmq.SNDMORE
         n = sent = 0
         try:
             while n < budget:
@@ -583,9 +614,9 @@ class Pump:
                 last = len(msg) - 1
                 try:
                     while i < last:
-                        _send(plain, msg[i], more)
+                        _send(plain, msg[i], _NOBLOCK_MORE)
                         i += 1
-                    _send(plain, msg[last], zmq.NOBLOCK)
+                    _send(plain, msg[last], _NOBLOCK)
                 except zmq.Again:
                     self._tx.appendleft(msg)
                     self._tx_offset = i
@@ -598,6 +629,11 @@ class Pump:
                         self._tx_offset = i
                         raise
                     self._report(msg, exc)
+                except BaseException:
+                    # Not the message's fault we can name: keep it for close().
+                    self._tx.appendleft(msg)
+                    self._tx_offset = i
+                    raise
                 else:
                     sent += 1
                 n += 1
@@ -632,13 +668,13 @@ class Pump:
                     self._rx_starved = True
                     break
                 try:
-                    frame = _recv(plain, zmq.NOBLOCK, False)
+                    frame = _recv(plain, _NOBLOCK, False)
                 except zmq.Again:
                     break
                 # Frame.more is far cheaper than getsockopt(RCVMORE).
                 msg = [frame.bytes if copy else frame]
                 while frame.more:
-                    frame = _recv(plain, zmq.NOBLOCK, False)
+                    frame = _recv(plain, _NOBLOCK, False)
                     msg.append(frame.bytes if copy else frame)
                 n += 1
                 if self._rx_wait:
@@ -656,8 +692,10 @@ class Pump:
                 fn, args, kwargs = op.payload
                 try:
                     result = fn(self.socket, *args, **kwargs)
-                except Exception as exc:
-                    op.finish(error=exc)
+                except BaseException as exc:
+                    op.finish(error=exc)  # its caller hears of it, whatever it is
+                    if isinstance(exc, gevent.GreenletExit):
+                        raise  # the pump itself was killed while fn ran
                 else:
                     op.finish(result)
 
@@ -670,7 +708,8 @@ class Pump:
         self._stall_timer.close()
         if self._deadline_timer is not None:
             self._deadline_timer.close()
-        linger = None
+        self._yield_timer.close()
+        linger = 0  # broken: nothing more can be flushed, and term() must not wait
         if self.broken is None:
             remaining = self._pump_deadline() - time.monotonic()
             linger = -1 if remaining == float("inf") else max(0, int(remaining * 1000))
@@ -681,9 +720,9 @@ class Pump:
         self.finished = True
         if self._gate is not None:
             for kind, op in self._gate.close():
-                if kind == GIVE_BACK:
-                    self._rx.appendleft(op)
-                elif kind != FORGET:
+                if kind == ABANDON:
+                    self.abandon(*op)
+                else:
                     op.finish(error=self.closed_error())
         self._fail_all(self._tx_wait)
         self._fail_all(self._calls)

@@ -21,7 +21,8 @@ that the reader has read, and with a small HWM a writer could see ``EAGAIN``
 after the pump already drained and went back to sleep.
 
 A thread's timeout cancels its op (under the op's lock, so the pump's
-``finish`` and the cancel cannot both win) and tells the pump to forget it.
+``finish`` and the cancel cannot both win) and has the pump tidy up after it
+with the same ``Pump.abandon`` a greenlet uses.
 The pipe's endpoint name is random (128 bits): other code in the process
 cannot guess it to connect.
 """
@@ -37,25 +38,24 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import zmq
 from gevent.monkey import get_original
 
-from ._checks import as_message, check_direction, check_timeout
+from ._checks import Message, as_message, check_direction, check_timeout
 from ._ops import CANCELLED, DONE, PENDING, Op
 
 if TYPE_CHECKING:
     from ._pair import ChannelPair
 
-__all__ = ["CALL", "FORGET", "GIVE_BACK", "RECV", "SEND", "ThreadGate", "ThreadOp", "ThreadPort"]
+__all__ = ["ABANDON", "CALL", "RECV", "SEND", "ThreadGate", "ThreadOp", "ThreadPort"]
 
 T = TypeVar("T")
 
 _allocate_lock: Callable[[], Any] = get_original("_thread", "allocate_lock")
 _get_ident: Callable[[], int] = get_original("_thread", "get_ident")
 
-#: What a thread asks of the pump.
+#: What a thread asks of the pump (the kinds name the queues too).
 SEND = "send"
 RECV = "recv"
 CALL = "call"
-FORGET = "forget"  # a cancelled op: drop it from the queues
-GIVE_BACK = "give_back"  # a message assigned to a thread that could not take it
+ABANDON = "abandon"  # (kind, op): its thread stopped waiting; see Pump.abandon
 
 
 class ThreadOp(Op):
@@ -70,14 +70,11 @@ class ThreadOp(Op):
         self._done.acquire()
 
     def finish(self, result: Any = None, error: BaseException | None = None) -> bool:
-        with self._mutex:
-            if self.state != PENDING:
-                return False
-            self.result = result
-            self.error = error
-            self.state = DONE
+        with self._mutex:  # against a cancel from the waiting thread
+            return super().finish(result, error)
+
+    def _notify(self) -> None:
         self._done.release()
-        return True
 
     def wait(self, timeout: float | None) -> bool:
         """Block this thread until finished (``True``) or ``timeout`` passes (``False``).
@@ -207,7 +204,7 @@ class ThreadPort:
                 "hub thread use the ChannelPair's methods instead"
             )
 
-    def send(self, msg: Any, timeout: float | None = None) -> None:
+    def send(self, msg: Message, timeout: float | None = None) -> None:
         """As :meth:`ChannelPair.send`, blocking only the calling OS thread."""
         self._check_thread()
         frames = as_message(msg)
@@ -217,19 +214,19 @@ class ThreadPort:
         if gate is not None and self._pump.accept(frames):
             gate.notify()  # taken at once, as a greenlet's would be: no round trip
             return
-        self._run(SEND, ThreadOp(frames), timeout, "send")
+        self._run(SEND, ThreadOp(frames), timeout)
 
     def recv(self, timeout: float | None = None) -> list[Any]:
         """As :meth:`ChannelPair.recv`, blocking only the calling OS thread."""
         self._check_thread()
         check_direction(self._pump.socket_type, sending=False)
-        result: list[Any] = self._run(RECV, ThreadOp(None), check_timeout(timeout), "recv")
+        result: list[Any] = self._run(RECV, ThreadOp(None), check_timeout(timeout))
         return result
 
     def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """As :meth:`ChannelPair.call`: run ``fn(socket, ...)`` inside the pump."""
         self._check_thread()
-        result: T = self._run(CALL, ThreadOp((fn, args, kwargs)), None, "call")
+        result: T = self._run(CALL, ThreadOp((fn, args, kwargs)), None)
         return result
 
     @property
@@ -237,28 +234,26 @@ class ThreadPort:
         """``True`` once the pair was closed or its pump stopped."""
         return self._pump.closing
 
-    def _run(self, kind: str, op: ThreadOp, timeout: float | None, what: str) -> Any:
+    def _run(self, kind: str, op: ThreadOp, timeout: float | None) -> Any:
         gate = self._gate
         if gate is None or not gate.submit(kind, op):
-            return self._pump.after_finish(kind)
+            if kind == RECV:
+                return self._pump.after_finish()
+            raise self._pump.closed_error()
         try:
             done = op.wait(timeout)
         except BaseException:
-            self._abandon(kind, op)
+            self._abandon(gate, kind, op)
             raise
         if not done:
-            gate.submit(FORGET, op)
-            raise TimeoutError(f"{what} timed out after {timeout} s")
+            self._abandon(gate, kind, op)
+            raise TimeoutError(f"{kind} timed out after {timeout} s")
         if op.error is not None:
             raise op.error
         return op.result
 
-    def _abandon(self, kind: str, op: ThreadOp) -> None:
-        gate = self._gate
-        assert gate is not None  # the op was submitted through it
-        if op.state == CANCELLED:
-            gate.submit(FORGET, op)
-        elif kind == RECV and op.error is None:
-            # Assigned to this thread, never returned: back to the stream.
-            if not gate.submit(GIVE_BACK, op.result):
-                self._pump.after_finish(GIVE_BACK, op.result)
+    def _abandon(self, gate: ThreadGate, kind: str, op: ThreadOp) -> None:
+        if not gate.submit(ABANDON, (kind, op)):
+            # The pump has stopped and emptied its queues: what is left to do
+            # (giving a message back to the buffer) is safe from here.
+            self._pump.abandon(kind, op)
