@@ -30,7 +30,7 @@ when it must wait does a caller queue an op and sleep on it.
 Waking. The pump sleeps on a :class:`gevent.hub.Waiter` (``_sleeper``). Four
 things wake it, each only if it is asleep, so there is never more than one
 wake-up in flight: the io watcher on ``ZMQ_FD`` (run by the hub), a greenlet
-that changed the state (via a hub callback, never a direct switch), the
+that changed the state (via a zero-delay timer, never a direct switch), the
 threads' wake pipe (see ``_threads``), and timers (the close deadline, a send
 back-off, and a slow keep-alive that notices a socket closed under us).
 
@@ -222,6 +222,7 @@ class Pump:
         self._io = self._loop.io(self._fd, 1)
         self._keepalive = self._loop.timer(_KEEPALIVE, _KEEPALIVE, ref=False)
         self._yield_timer = self._loop.timer(0.0)
+        self._wake_timer = self._loop.timer(0.0)
         # zmq.green keeps a watcher of its own on ZMQ_FD that reads EVENTS on
         # every signal; while the pair owns the socket, ours is the only one needed.
         green_watcher = getattr(socket, "_state_event", None)
@@ -232,11 +233,21 @@ class Pump:
     # ------------------------------------------------------------------ waking
 
     def wake(self) -> None:
-        """Make a sleeping pump look at its state again (greenlets only)."""
+        """Make a sleeping pump look at its state again (greenlets only).
+
+        Through a zero-delay timer, not a callback: a callback would run the
+        pump in the same callback round as the greenlets that keep waking it,
+        and gevent then runs callbacks for a whole switch interval (5 ms)
+        before timers get their turn. A timer lets the loop go round.
+        """
+        if self._sleeper is not None and not self._wake_timer.active:
+            self._wake_timer.start(self._on_wake)
+
+    def _on_wake(self) -> None:
         sleeper = self._sleeper
         if sleeper is not None:
             self._sleeper = None
-            self._loop.run_callback(sleeper.switch, None)
+            sleeper.switch(None)
 
     def _on_event(self) -> None:
         # Runs in the hub: for FD events and timers.
@@ -518,6 +529,7 @@ class Pump:
             sleeper.get()
         finally:
             self._sleeper = None
+            self._wake_timer.stop()
         self.wakeups += 1
 
     def _pump_yield(self) -> None:
@@ -709,6 +721,7 @@ class Pump:
         if self._deadline_timer is not None:
             self._deadline_timer.close()
         self._yield_timer.close()
+        self._wake_timer.close()
         linger = 0  # broken: nothing more can be flushed, and term() must not wait
         if self.broken is None:
             remaining = self._pump_deadline() - time.monotonic()
