@@ -595,24 +595,26 @@ class Pump:
                 return False
 
     def _next_tx(self) -> list[Any] | None:
+        """The next message to hand over: the oldest accepted one, else the
+        first waiting sender's, taken (accepted) now."""
         if self._tx:
-            msg = self._tx.popleft()
-        else:
-            msg = None
-            while self._tx_wait:
-                op = self._tx_wait.popleft()
-                if op.finish() and op.payload is not None:
-                    msg = op.payload
-                    break
-        # Queue(N) semantics: a freed place goes to the longest-waiting sender.
-        # (An op without a message only waited to learn there is room.)
+            return self._tx.popleft()
+        while self._tx_wait:
+            op = self._tx_wait.popleft()
+            # An op without a message only waited to learn there is room.
+            if op.finish() and op.payload is not None:
+                return op.payload  # type: ignore[no-any-return]
+        return None
+
+    def _admit_waiting(self) -> None:
+        """Queue(N) semantics: freed places go to the longest-waiting senders
+        (once per batch, so a thousand blocked senders cost one lock, not one each)."""
         if self._tx_wait and len(self._tx) < self.tx_size:
             with self._lock:
                 while self._tx_wait and len(self._tx) < self.tx_size:
                     op = self._tx_wait.popleft()
                     if op.finish() and op.payload is not None:
                         self._tx.append(op.payload)
-        return msg
 
     def _pump_send(self, budget: int) -> int:
         plain = self._plain
@@ -651,6 +653,7 @@ class Pump:
                 n += 1
         finally:
             self.sent += sent
+            self._admit_waiting()
         if sent:
             self._stall_delay = _STALL_MIN
         return n
