@@ -67,12 +67,18 @@ def main() -> int:
             if int(seq) != seen[source]:
                 print(f"out of order from {source!r}: {int(seq)} after {seen[source] - 1}")
                 ok = False
-            if source == b"thread" and payload != hashlib.sha256(b"block " + seq).hexdigest().encode():
+            if (
+                source == b"thread"
+                and payload != hashlib.sha256(b"block " + seq).hexdigest().encode()
+            ):
                 print(f"bad digest for thread message {int(seq)}")
                 ok = False
             seen[source] += 1
         print(job.get(timeout=TIMEOUT))
-        print(f"received back: {seen[b'thread']} from the thread, {seen[b'greenlet']} from the greenlet")
+        print(
+            f"received back: {seen[b'thread']} from the thread, "
+            f"{seen[b'greenlet']} from the greenlet"
+        )
     except (TimeoutError, zc.ChannelClosed) as exc:
         print(f"failed: {exc!r}")
         ok = False

@@ -67,7 +67,9 @@ def make_socket(ctx: zmq.Context) -> Callable[..., zmq.Socket]:
 
 
 @pytest.fixture
-def connected(make_socket: Callable[..., zmq.Socket]) -> Callable[..., tuple[zmq.Socket, zmq.Socket]]:
+def connected(
+    make_socket: Callable[..., zmq.Socket],
+) -> Callable[..., tuple[zmq.Socket, zmq.Socket]]:
     """``connected(bind_type, connect_type, transport="inproc", **opts)``."""
 
     def make(

@@ -113,7 +113,7 @@ def test_errors_queue_refuses_other_threads(pushpull):
 
     def other():
         try:
-            tx.errors  # noqa: B018
+            tx.errors
         except RuntimeError as exc:
             caught.append(exc)
 

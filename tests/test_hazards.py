@@ -15,7 +15,6 @@ import zmq as plain_zmq
 import zmq.green as zmq
 from gevent.monkey import get_original
 
-import zmqchan_green as zc
 from zmqchan_green import _pump
 
 from .conftest import TRANSPORTS, wait_for
@@ -63,7 +62,10 @@ def test_raw_zmq_green_fails_where_the_pair_succeeds(connected, make_pair):
             rx.recv(timeout=0.05)
         except TimeoutError:
             break
-    senders = [gevent.spawn(lambda k=k: [tx.send([b"%d" % k, b"%d" % i]) for i in range(100)]) for k in range(2)]
+    senders = [
+        gevent.spawn(lambda k=k: [tx.send([b"%d" % k, b"%d" % i]) for i in range(100)])
+        for k in range(2)
+    ]
     got = [rx.recv(timeout=5) for _ in range(200)]
     gevent.joinall(senders, raise_error=True)
     for k in range(2):
@@ -72,7 +74,8 @@ def test_raw_zmq_green_fails_where_the_pair_succeeds(connected, make_pair):
 
 @pytest.mark.parametrize("transport", ["inproc", "tcp"])
 def test_stress_many_greenlets_random_multipart(connected, make_pair, transport):
-    """Hazards 2 and 3: 100 greenlets, random multipart messages, 0 lost, 0 corrupted, order kept."""
+    """Hazards 2 and 3: 100 greenlets, random multipart messages;
+    0 lost, 0 corrupted, per-sender order kept."""
     pull, push = connected(zmq.PULL, zmq.PUSH, transport, sndhwm=50, rcvhwm=50)
     tx, rx = make_pair(push, 8), make_pair(pull, 0, 8)
     n_senders, per_sender = 100, 40
@@ -276,7 +279,7 @@ def test_saturated_pump_yields_to_other_greenlets(make_pair):
             push.linger = 0
             push.sndhwm = 0
             push.connect("inproc://fairness")
-            for i in range(total):
+            for _ in range(total):
                 push.send(b"x")
             ready.set()
             push.close()

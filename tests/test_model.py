@@ -65,7 +65,7 @@ class PairModel(RuleBasedStateMachine):
         self.seq += 1
         return b"%s:%d" % (sender.encode(), self.seq)
 
-    def _sending(self, sender: str, n: int, timeout: float | None, send) -> None:  # noqa: ANN001
+    def _sending(self, sender: str, n: int, timeout: float | None, send) -> None:
         for _ in range(n):
             msg = self._new(sender)
             self.maybe.add(msg)
@@ -78,7 +78,7 @@ class PairModel(RuleBasedStateMachine):
                 self.accepted.add(msg)
                 self.maybe.discard(msg)
 
-    def _receiving(self, n: int, timeout: float | None, recv) -> None:  # noqa: ANN001
+    def _receiving(self, n: int, timeout: float | None, recv) -> None:
         mine: list[bytes] = []  # one receiver's messages, in the order it got them
         self.receipts.append(mine)
         for _ in range(n):

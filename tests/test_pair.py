@@ -383,7 +383,7 @@ def test_unreachable_router_peer_goes_to_errors(make_socket, make_pair):
 
 
 def test_errors_queue_is_bounded_and_counts_drops(make_socket, make_pair, monkeypatch):
-    from zmqchan_green import _pump  # noqa: PLC0415
+    from zmqchan_green import _pump
 
     monkeypatch.setattr(_pump, "ERRORS_MAXSIZE", 3)
     router = make_socket(zmq.ROUTER, router_mandatory=1)

@@ -47,7 +47,7 @@ def test_earliest_source_wins_when_several_are_ready(lanes):
 
 
 def test_event_set_first(lanes):
-    (_, rx0), = lanes(1)
+    ((_, rx0),) = lanes(1)
     stop = Event()
     gevent.spawn_later(0.01, stop.set)
     assert zc.recv_any([rx0, stop], timeout=5) == (stop, None)
@@ -82,7 +82,9 @@ def test_message_taken_by_select_goes_to_no_one_else(lanes):
         tx1.send(b"b%d" % i)
     wait_for(lambda: len(got) == total, what="all messages received")
     gevent.killall(workers)
-    assert sorted(got) == sorted([b"a%d" % i for i in range(total // 2)] + [b"b%d" % i for i in range(total // 2)])
+    assert sorted(got) == sorted(
+        [b"a%d" % i for i in range(total // 2)] + [b"b%d" % i for i in range(total // 2)]
+    )
 
 
 def test_closed_pairs_are_skipped_once_drained(lanes):
@@ -127,7 +129,7 @@ def test_killed_selector_gives_its_message_back(lanes):
 
 
 def test_bad_sources(lanes):
-    (tx0, rx0), = lanes(1)
+    ((tx0, rx0),) = lanes(1)
     with pytest.raises(ValueError):
         zc.recv_any([])
     with pytest.raises(TypeError):

@@ -24,7 +24,10 @@ def test_pair_both_directions(connected, make_pair, transport):
 def test_push_pull(connected, make_pair, transport):
     pull, push = connected(zmq.PULL, zmq.PUSH, transport)
     tx, rx = make_pair(push), make_pair(pull, 0, 8)
-    gs = [gevent.spawn(lambda k=k: [tx.send([b"%d" % k, b"%d" % i]) for i in range(20)]) for k in range(10)]
+    gs = [
+        gevent.spawn(lambda k=k: [tx.send([b"%d" % k, b"%d" % i]) for i in range(20)])
+        for k in range(10)
+    ]
     got = [rx.recv(timeout=5) for _ in range(200)]
     gevent.joinall(gs, raise_error=True)
     for k in range(10):
@@ -85,7 +88,9 @@ def test_req_rep_shared_by_many_greenlets(connected, make_pair, transport):
 
     gevent.joinall([gevent.spawn(ask, k) for k in range(20)], timeout=20, raise_error=True)
     # Replies go to whichever greenlet receives first; all must come back once.
-    assert sorted(replies) == sorted([b"re", b"%d" % k, b"%d" % i] for k in range(20) for i in range(5))
+    assert sorted(replies) == sorted(
+        [b"re", b"%d" % k, b"%d" % i] for k in range(20) for i in range(5)
+    )
     assert client.stats()["errors"] == 0
     server.close()
     srv.join(timeout=5)

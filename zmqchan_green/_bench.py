@@ -194,7 +194,8 @@ class Spec:
                 return what
             return f"{what} {'thr' if self.case in _THREADED else 'G'}={self.greenlets}"
         if self.group == "latency":
-            return f"{self.case} tcp 1+{_size_name(self.size)} {'pinned' if self.pinned else 'unpinned'}"
+            pinning = "pinned" if self.pinned else "unpinned"
+            return f"{self.case} tcp 1+{_size_name(self.size)} {pinning}"
         return self.case
 
 
@@ -375,7 +376,7 @@ def _run_workers(
     def green(fn: Callable[[], None]) -> None:
         try:
             fn()
-        except Exception as exc:  # noqa: BLE001 - reported below, after the others stop
+        except Exception as exc:
             failures.append(exc)
             for other in spawned:
                 if other is not gevent.getcurrent():
@@ -384,7 +385,7 @@ def _run_workers(
     def native(fn: Callable[[], None]) -> None:
         try:
             fn()
-        except Exception as exc:  # noqa: BLE001 - reported below
+        except Exception as exc:
             failures.append(exc)
 
     workers = [threading.Thread(target=native, args=(fn,), daemon=True) for fn in threads]
@@ -853,7 +854,7 @@ def _child(text: str) -> int:
     spec = Spec(**json.loads(text))
     try:
         result = run_case(spec)
-    except BaseException:  # noqa: BLE001 - the driver shows this and fails the case
+    except BaseException:
         traceback.print_exc()
         sys.stderr.flush()
         # Threads stuck in libzmq could make interpreter shutdown hang.
@@ -1231,7 +1232,8 @@ def format_report(
         entry = table.get("hub_lag")
         out += ["", "Hub lag of a 1 ms heartbeat, ms"]
         out.append(
-            f"  pair saturated: p50 {_cell(entry, 'p50_ms', '.3f')}, p99 {_cell(entry, 'p99_ms', '.3f')}, "
+            f"  pair saturated: p50 {_cell(entry, 'p50_ms', '.3f')}, "
+            f"p99 {_cell(entry, 'p99_ms', '.3f')}, "
             f"max {_cell(entry, 'max_ms', '.3f')} (at {_cell(entry, 'rate', ',.0f')} msg/s); "
             f"idle p99 {_cell(entry, 'idle_p99_ms', '.3f')}"
         )
@@ -1369,7 +1371,10 @@ def run_bench(
     out: TextIO | None = None,
     err: TextIO | None = None,
 ) -> int:
-    """Run the plan, print the report, write JSON and PNG; ``0`` if every run succeeded, else ``1``."""
+    """Run the plan, print the report, write JSON and PNG.
+
+    Returns ``0`` if every run succeeded, else ``1``.
+    """
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
     started = time.monotonic()
@@ -1554,7 +1559,10 @@ def add_bench_command(
         "--png",
         default="bench-results.png",
         metavar="PATH",
-        help="draw the sweep chart here if matplotlib is installed (default: %(default)s; '' for none)",
+        help=(
+            "draw the sweep chart here if matplotlib is installed "
+            "(default: %(default)s; '' for none)"
+        ),
     )
     parser.add_argument("--list", action="store_true", help="list the measurements and exit")
     parser.add_argument("--run-case", default=None, help=argparse.SUPPRESS)

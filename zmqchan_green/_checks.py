@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Union
 
 import zmq
 
 __all__ = ["Frame", "Message", "as_message", "check_direction", "check_timeout"]
 
 #: One frame as the pair accepts it.
-Frame = Union[bytes, bytearray, memoryview, zmq.Frame]
+Frame = bytes | bytearray | memoryview | zmq.Frame
 #: A message as the pair accepts it: frames, or one bytes-like object.
-Message = Union[Frame, "list[Frame]", "tuple[Frame, ...]"]
+Message = Frame | list[Frame] | tuple[Frame, ...]
 
 _IMMUTABLE = (bytes, zmq.Frame)
 

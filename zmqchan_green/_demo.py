@@ -162,7 +162,7 @@ def _sender(
     except TimeoutError:
         tally.sent[gid].pop()  # not accepted, so no reply is due
         tally.send_timeouts.append((gid, seq))
-    except Exception as exc:  # noqa: BLE001 - reported: the demo fails with a clear message
+    except Exception as exc:
         tally.problems.append(f"greenlet {gid}: send failed: {exc!r}")
 
 
@@ -179,7 +179,7 @@ def _receiver(pair: ChannelPair, tally: _Tally, deadline: float) -> None:
             f"timed out waiting for replies: {tally.replies} of {tally.total} arrived; "
             + tally.missing()
         )
-    except Exception as exc:  # noqa: BLE001 - reported: the demo fails with a clear message
+    except Exception as exc:
         tally.problems.append(f"receiver failed: {exc!r}")
 
 
@@ -192,7 +192,7 @@ def _echo(pair: ChannelPair, problems: list[str], deadline: float) -> None:
         pass  # closed at the end of the demo, possibly while sending
     except TimeoutError:
         problems.append("echo peer: send timed out")
-    except Exception as exc:  # noqa: BLE001 - reported: the demo fails with a clear message
+    except Exception as exc:
         problems.append(f"echo peer failed: {exc!r}")
 
 
@@ -307,7 +307,8 @@ def run_demo(
                 receiver.join(timeout=_remaining(deadline) + 1.0)
             finished = tally.last_reply_at if tally.replies == tally.total else None
             elapsed = (finished or time.monotonic()) - started
-            for g in [receiver, *senders]:
+            everyone: list[gevent.Greenlet[Any, Any]] = [receiver, *senders]
+            for g in everyone:
                 if not g.dead:
                     g.kill(timeout=1.0)
 

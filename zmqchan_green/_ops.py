@@ -28,7 +28,7 @@ class Op:
     """A call waiting for the pump. Its state is only changed in the hub's thread
     (subclasses that wait in other threads guard it with a lock)."""
 
-    __slots__ = ("payload", "result", "error", "state")
+    __slots__ = ("error", "payload", "result", "state")
 
     def __init__(self, payload: Any) -> None:
         self.payload = payload
@@ -54,7 +54,7 @@ class Op:
 class GreenletOp(Op):
     """An op whose caller is a greenlet of the pump's hub."""
 
-    __slots__ = ("_waiter", "_hub")
+    __slots__ = ("_hub", "_waiter")
 
     def __init__(self, payload: Any, hub: Hub) -> None:
         super().__init__(payload)

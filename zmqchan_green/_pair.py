@@ -26,6 +26,7 @@ T = TypeVar("T")
 
 _get_ident: Callable[[], int] = get_original("_thread", "get_ident")
 
+
 def _size(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")
@@ -279,6 +280,4 @@ class ChannelPair:
             return "<ChannelPair (not constructed)>"
         kind = zmq.SocketType(pump.socket_type).name
         state = "closed" if pump.closing else "open"
-        return (
-            f"<ChannelPair {kind} tx_size={pump.tx_size} rx_size={pump.rx_size} {state}>"
-        )
+        return f"<ChannelPair {kind} tx_size={pump.tx_size} rx_size={pump.rx_size} {state}>"

@@ -103,9 +103,7 @@ _STALL_MAX = 0.1
 ERRORS_MAXSIZE = 1000
 
 #: Errors after which the socket cannot be used any more.
-_FATAL = frozenset(
-    {zmq.ETERM, zmq.ENOTSOCK, errno.EBADF, errno.EFAULT, errno.EINVAL}
-)
+_FATAL = frozenset({zmq.ETERM, zmq.ENOTSOCK, errno.EBADF, errno.EFAULT, errno.EINVAL})
 
 # The pump calls the compiled socket methods directly: pyzmq's Python layer
 # above them only adds argument handling the pump does not need.
@@ -189,9 +187,7 @@ class Pump:
         self._calls: deque[Op] = deque()
         self._queues = {SEND: self._tx_wait, RECV: self._rx_wait, CALL: self._calls}
 
-        self._writable = self._always_writable or bool(
-            _get_option(self._plain, _EVENTS) & _POLLOUT
-        )
+        self._writable = self._always_writable or bool(_get_option(self._plain, _EVENTS) & _POLLOUT)
         self._send_stalled = False
         self._stall_delay = _STALL_MIN
         self._stall_timer = self._loop.timer(_STALL_MIN)
@@ -222,7 +218,7 @@ class Pump:
         self._io = self._loop.io(self._fd, 1)
         self._keepalive = self._loop.timer(_KEEPALIVE, _KEEPALIVE, ref=False)
         self._yield_timer = self._loop.timer(0.0)
-        self._wake_timer = self._loop.timer(0.0)
+        self._wake_timer: Any = self._loop.timer(0.0)  # gevent's stubs lack .active
         # zmq.green keeps a watcher of its own on ZMQ_FD that reads EVENTS on
         # every signal; while the pair owns the socket, ours is the only one needed.
         green_watcher = getattr(socket, "_state_event", None)
@@ -508,9 +504,7 @@ class Pump:
             self._keepalive.start(self._on_event)
             while True:
                 exhausted = self._pump_round()
-                if self.closing and (
-                    not self._tx or time.monotonic() >= self._pump_deadline()
-                ):
+                if self.closing and (not self._tx or time.monotonic() >= self._pump_deadline()):
                     break
                 if exhausted:
                     self._pump_yield()
@@ -545,9 +539,7 @@ class Pump:
     def _pump_deadline(self) -> float:
         if self._deadline is None:
             linger_ms = _get_option(self._plain, zmq.LINGER)
-            self._deadline = (
-                float("inf") if linger_ms < 0 else time.monotonic() + linger_ms / 1000
-            )
+            self._deadline = float("inf") if linger_ms < 0 else time.monotonic() + linger_ms / 1000
         return self._deadline
 
     def _pump_round(self) -> bool:
@@ -758,4 +750,3 @@ def _discard(queue: deque[Op], op: Op) -> None:
         queue.remove(op)
     except ValueError:
         pass
-

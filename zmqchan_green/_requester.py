@@ -181,4 +181,3 @@ class ThreadRequester:
         """As :meth:`Requester.request`, blocking only the calling thread."""
         self._port._check_thread()
         return self._requester._request(frames, timeout, ThreadOp(None), self._port.send)
-

@@ -12,7 +12,7 @@ gets it, and no message is lost to a select that another source already won.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, Union
+from typing import Any
 
 import gevent
 from gevent.event import Event
@@ -24,13 +24,13 @@ from ._pair import ChannelPair
 
 __all__ = ["recv_any"]
 
-Source = Union[ChannelPair, Event]
+Source = ChannelPair | Event
 
 
 class _Select(GreenletOp):
     """The one op of a ``recv_any`` call; its result is ``(source, message)``."""
 
-    __slots__ = ("_open_pairs", "_broken")
+    __slots__ = ("_broken", "_open_pairs")
 
     def __init__(self, pairs: int) -> None:
         super().__init__(None, gevent.get_hub())
@@ -49,7 +49,7 @@ class _Select(GreenletOp):
 class _Branch(Op):
     """What one pair's queue of receivers holds for a select."""
 
-    __slots__ = ("select", "source", "has_events")
+    __slots__ = ("has_events", "select", "source")
 
     def __init__(self, select: _Select, source: ChannelPair, has_events: bool) -> None:
         super().__init__(None)
@@ -149,4 +149,3 @@ def _give_back(result: tuple[Source, Any]) -> None:
     source, msg = result
     if isinstance(source, ChannelPair):
         source._pump.deliver(msg, front=True)
-

@@ -160,9 +160,7 @@ class SharedSocket:
         """Send ``obj`` as one JSON frame."""
         self.send(json.dumps(obj, **kwargs).encode("utf-8"), flags)
 
-    def send_pyobj(
-        self, obj: Any, flags: int = 0, protocol: int = pickle.DEFAULT_PROTOCOL
-    ) -> None:
+    def send_pyobj(self, obj: Any, flags: int = 0, protocol: int = pickle.DEFAULT_PROTOCOL) -> None:
         """Send ``obj`` pickled, as one frame."""
         self.send(pickle.dumps(obj, protocol), flags)
 
@@ -196,7 +194,7 @@ class SharedSocket:
 
     def recv_pyobj(self, flags: int = 0) -> Any:
         """The next frame unpickled (only from peers you trust)."""
-        return pickle.loads(self.recv(flags))  # noqa: S301 - as pyzmq's recv_pyobj
+        return pickle.loads(self.recv(flags))
 
     # ------------------------------------------------------------ options
 

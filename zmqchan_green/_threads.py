@@ -61,7 +61,7 @@ ABANDON = "abandon"  # (kind, op): its thread stopped waiting; see Pump.abandon
 class ThreadOp(Op):
     """An op whose caller is a native thread, blocked on a real lock."""
 
-    __slots__ = ("_mutex", "_done")
+    __slots__ = ("_done", "_mutex")
 
     def __init__(self, payload: Any) -> None:
         super().__init__(payload)
