@@ -216,7 +216,7 @@ def _try_send_nowait(pair):
 def test_send_nowait_wouldblock_on_unwritable(make_socket, make_pair):
     push = make_socket(zmq.PUSH)  # no peer: never writable
     tx = make_pair(push, 0)
-    gevent.sleep(0.01)
+    wait_for(lambda: tx._pump._sleeper is not None, what="the pump looked and went to sleep")
     with pytest.raises(zc.WouldBlock):
         tx.send_nowait(b"x")
     assert tx.close() == []

@@ -94,7 +94,7 @@ def test_closed_pairs_are_skipped_once_drained(lanes):
     rx0.close()
     assert zc.recv_any([rx0, rx1], timeout=5) == (rx0, [b"left over"])
     waiter = gevent.spawn(zc.recv_any, [rx0, rx1], 5)
-    gevent.sleep(0.01)
+    wait_for(lambda: rx1.stats()["rx_waiting"] == 1, what="the select waiting on rx1")
     tx1.send(b"still open")
     assert waiter.get(timeout=5) == (rx1, [b"still open"])
 

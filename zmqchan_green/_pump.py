@@ -30,7 +30,8 @@ when it must wait does a caller queue an op and sleep on it.
 Waking. The pump sleeps on a :class:`gevent.hub.Waiter` (``_sleeper``). Four
 things wake it, each only if it is asleep, so there is never more than one
 wake-up in flight: the io watcher on ``ZMQ_FD`` (run by the hub), a greenlet
-that changed the state (via a zero-delay timer, never a direct switch), the
+that changed the state (a hub callback, or a zero-delay timer if the pump was
+already woken so in this loop iteration; never a direct switch), the
 threads' wake pipe (see ``_threads``), and timers (the close deadline, a send
 back-off, and a slow keep-alive that notices a socket closed under us).
 
@@ -219,6 +220,7 @@ class Pump:
         self._keepalive = self._loop.timer(_KEEPALIVE, _KEEPALIVE, ref=False)
         self._yield_timer = self._loop.timer(0.0)
         self._wake_timer: Any = self._loop.timer(0.0)  # gevent's stubs lack .active
+        self._callback_iteration = -1
         # zmq.green keeps a watcher of its own on ZMQ_FD that reads EVENTS on
         # every signal; while the pair owns the socket, ours is the only one needed.
         green_watcher = getattr(socket, "_state_event", None)
@@ -231,12 +233,21 @@ class Pump:
     def wake(self) -> None:
         """Make a sleeping pump look at its state again (greenlets only).
 
-        Through a zero-delay timer, not a callback: a callback would run the
-        pump in the same callback round as the greenlets that keep waking it,
-        and gevent then runs callbacks for a whole switch interval (5 ms)
-        before timers get their turn. A timer lets the loop go round.
+        The first wake in a loop iteration is a callback (the pump runs at
+        once: low latency). Later ones in the same iteration go through a
+        zero-delay timer: greenlets that keep waking the pump would otherwise
+        chain callbacks, and gevent runs callbacks for a whole switch interval
+        (5 ms) before timers get their turn; a timer lets the loop go round.
         """
-        if self._sleeper is not None and not self._wake_timer.active:
+        sleeper = self._sleeper
+        if sleeper is None:
+            return
+        iteration = self._loop.iteration
+        if iteration != self._callback_iteration:
+            self._callback_iteration = iteration
+            self._sleeper = None
+            self._loop.run_callback(sleeper.switch, None)
+        elif not self._wake_timer.active:
             self._wake_timer.start(self._on_wake)
 
     def _on_wake(self) -> None:

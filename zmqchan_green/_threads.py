@@ -134,6 +134,11 @@ class ThreadGate:
             self._wake_locked()
         return True
 
+    @property
+    def pending(self) -> bool:
+        """Whether a wake-up is already on its way to the pump (a hint, read unlocked)."""
+        return self._pending
+
     def notify(self) -> None:
         """Wake the pump to look at its state (a thread added to ``_tx``)."""
         with self._lock:
@@ -212,7 +217,11 @@ class ThreadPort:
         timeout = check_timeout(timeout)
         gate = self._gate
         if gate is not None and self._pump.accept(frames):
-            gate.notify()  # taken at once, as a greenlet's would be: no round trip
+            # Taken at once, as a greenlet's would be: no round trip. A wake
+            # already pending will do: the pump clears the flag before it
+            # looks at _tx, and we appended before reading it.
+            if not gate.pending:
+                gate.notify()
             return
         self._run(SEND, ThreadOp(frames), timeout)
 
