@@ -178,3 +178,26 @@ def test_threads_and_greenlets_request_at_once(client, rep_endpoint):
     assert sorted(r.get(timeout=30) for r in results) == [0, 1, 2, 3]
     with pytest.raises(RuntimeError):
         from_threads.request([b"from the hub"])
+
+
+def test_requester_on_a_copy_false_pair(make_socket, make_pair, rep_endpoint):
+    dealer = make_socket(zmq.DEALER)
+    dealer.connect(rep_endpoint)
+    requester = zc.Requester(make_pair(dealer, 4, 4, copy=False))
+    reply = requester.request([b"frames"], timeout=10)
+    assert [bytes(f) for f in reply] == [b"frames", b"!"]
+    assert requester.stats()["late_replies"] == 0
+
+
+def test_reader_dying_fails_outstanding_requests(client, make_socket, make_pair):
+    router = make_socket(zmq.ROUTER)
+    endpoint = bind(router, "tcp")
+    make_pair(router, 0, 8)  # never answers
+    requester = client(endpoint)
+    caller = gevent.spawn(requester.request, [b"waits"])
+    wait_for(lambda: requester.stats()["outstanding"] == 1)
+    requester._reader.kill()
+    with pytest.raises(zc.ChannelBroken):
+        caller.get(timeout=5)
+    with pytest.raises(zc.ChannelBroken):
+        requester.request([b"after"], timeout=5)

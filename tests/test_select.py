@@ -138,3 +138,18 @@ def test_bad_sources(lanes):
         zc.recv_any([tx0])  # a PUSH pair cannot receive
     with pytest.raises(ValueError):
         zc.recv_any([rx0], timeout=-1)
+
+
+def test_broken_pair_found_before_waiting_is_reported(ctx, make_socket, lanes):
+    from zmqchan_green import _pump  # noqa: F401
+
+    ((_, rx_open),) = lanes(1)
+    broken = zc.ChannelPair(make_socket(zmq.PULL))
+    gevent.kill(broken._pump.greenlet)
+    wait_for(lambda: broken.closed)
+    waiter = gevent.spawn(zc.recv_any, [broken, rx_open])
+    wait_for(lambda: rx_open.stats()["rx_waiting"] == 1)
+    rx_open.close()
+    with pytest.raises(zc.ChannelBroken):
+        waiter.get(timeout=5)
+    broken.close()

@@ -227,3 +227,62 @@ def test_context_manager_and_termination(ctx, make_socket):
         waiter.join(5)
         assert isinstance(waiter.exception, zmq.ContextTerminated)
     assert shared_sock.closed
+
+
+def test_events_peeks_without_taking(push_pull):
+    push, pull = push_pull
+    push.send(b"one")
+    wait_for(lambda: pull.events & zmq.POLLIN, what="EVENTS shows POLLIN")
+    assert gevent.spawn(pull.recv).get(timeout=5) == b"one"  # another greenlet may take it
+    assert not pull.events & zmq.POLLIN
+
+
+def test_message_set_aside_by_poll_returns_when_its_greenlet_ends(push_pull):
+    push, pull = push_pull
+
+    def poll_and_leave():
+        return pull.poll(5000)
+
+    poller = gevent.spawn(poll_and_leave)
+    wait_for(lambda: pull._pair.stats()["rx_waiting"] == 1)
+    push.send(b"not lost")
+    assert poller.get(timeout=5) == zmq.POLLIN
+    wait_for(lambda: pull.poll(0), what="the message back in the stream")
+    assert pull.recv(zmq.NOBLOCK) == b"not lost"
+
+
+def test_poll_on_one_way_sockets(push_pull):
+    push, pull = push_pull
+    assert push.poll(0, zmq.POLLIN | zmq.POLLOUT) == zmq.POLLOUT
+    assert push.events == zmq.POLLOUT
+    assert pull.poll(0, zmq.POLLOUT) == 0
+
+
+def test_poll_for_both_returns_whichever_comes_first(make_socket, shared):
+    router = make_socket(zmq.ROUTER)
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    router.unbind(f"tcp://127.0.0.1:{port}")  # nobody listens there for now
+    dealer = make_socket(zmq.DEALER, immediate=1)  # not writable until connected
+    dealer.connect(f"tcp://127.0.0.1:{port}")
+    sock = shared(dealer, tx_size=1)
+    sock.send(b"fills the buffer")
+    assert sock.poll(10, zmq.POLLIN | zmq.POLLOUT) == 0
+    gevent.spawn_later(0.01, router.bind, f"tcp://127.0.0.1:{port}")  # now it can drain
+    assert sock.poll(10_000, zmq.POLLIN | zmq.POLLOUT) == zmq.POLLOUT
+
+
+def test_pyzmq_extras(make_socket, shared):
+    with pytest.raises(TypeError):
+        zc.SharedSocket(make_socket(zmq.PULL), copy=False)
+    pull = shared(make_socket(zmq.PULL))
+    endpoint = "inproc://shared-extras"
+    pull.bind(endpoint)
+    push = shared(make_socket(zmq.PUSH))
+    push.connect(endpoint)
+    push.hwm = 7
+    assert push.sndhwm == 7 and push.rcvhwm == 7 and push.hwm == 7
+    tracker = push.send(b"tracked", track=True)
+    assert tracker.done
+    assert pull.recv() == b"tracked"
+    port = pull.bind_to_random_port("tcp://127.0.0.1")
+    assert isinstance(port, int)

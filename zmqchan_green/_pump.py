@@ -386,6 +386,15 @@ class Pump:
         """Drop a receiver that stopped waiting."""
         _discard(self._rx_wait, op)
 
+    def add_room_waiter(self, op: Op) -> None:
+        """Queue an op, without a message, to be finished when a send could go."""
+        self._tx_wait.append(op)
+        self.wake()
+
+    def remove_room_waiter(self, op: Op) -> None:
+        """Drop a room waiter that stopped waiting."""
+        _discard(self._tx_wait, op)
+
     def call(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
         """Run ``fn(socket, *args, **kwargs)`` in the pump; see ``ChannelPair.call``."""
         if gevent.getcurrent() is self.greenlet:

@@ -22,8 +22,8 @@ from typing import Any
 import gevent
 import zmq
 
-from ._checks import as_message, check_timeout
-from ._errors import ChannelClosed
+from ._checks import Message, as_message, check_timeout
+from ._errors import ChannelBroken, ChannelClosed
 from ._ops import GreenletOp, Op
 from ._pair import ChannelPair
 from ._pump import Pump
@@ -45,15 +45,27 @@ class _Replies:
         self.closed_error: ChannelClosed | None = None
 
     def read(self, pump: Pump) -> None:
-        """Dispatch replies until the pair closes (runs in its own greenlet)."""
+        """Dispatch replies until the pair closes (runs in its own greenlet).
+
+        However it ends, every outstanding request is failed: none waits for
+        a reader that is gone.
+        """
         try:
             while True:
                 msg = pump.recv(None, True)
-                op = self.pending.pop(msg[0], None) if len(msg) >= 2 and msg[1] == b"" else None
+                # bytes(): frames are zmq.Frame objects on a copy=False pair.
+                op = None
+                if len(msg) >= 2 and not len(msg[1]):
+                    op = self.pending.pop(bytes(msg[0]), None)
                 if op is None or not op.finish(msg[2:]):
                     self.late += 1
         except ChannelClosed as exc:
             self.fail_all(exc)
+        except BaseException as exc:
+            broken = ChannelBroken(f"the requester's reader stopped: {exc!r}")
+            broken.__cause__ = exc
+            self.fail_all(broken)
+            raise
 
     def fail_all(self, error: ChannelClosed) -> None:
         if self.closed_error is None:
@@ -91,7 +103,8 @@ class Requester:
             raise ValueError("the pair is closed")
         self._pair = pair
         self._replies = _Replies()
-        # A random prefix keeps ids of requesters behind one proxy apart.
+        # A random prefix keeps ids apart where several requesters reach one
+        # server under the same identity (e.g. DEALERs given one IDENTITY).
         self._prefix = secrets.token_bytes(4)
         self._ids = itertools.count()
         self._reader = gevent.spawn(self._replies.read, pump)
@@ -99,7 +112,7 @@ class Requester:
 
     def _request(
         self,
-        frames: Any,
+        frames: Message,
         timeout: float | None,
         op: GreenletOp | ThreadOp,
         send: Callable[[list[Any], float | None], None],
@@ -123,7 +136,7 @@ class Requester:
         result: list[Any] = op.result
         return result
 
-    def request(self, frames: Any, timeout: float | None = None) -> list[Any]:
+    def request(self, frames: Message, timeout: float | None = None) -> list[Any]:
         """Send ``frames`` as one request and return the reply's frames.
 
         ``TimeoutError`` after ``timeout`` seconds in all (sending and
@@ -177,7 +190,7 @@ class ThreadRequester:
         self._requester = requester
         self._port = requester._pair.for_threads()
 
-    def request(self, frames: Any, timeout: float | None = None) -> list[Any]:
+    def request(self, frames: Message, timeout: float | None = None) -> list[Any]:
         """As :meth:`Requester.request`, blocking only the calling thread."""
         self._port._check_thread()
         return self._requester._request(frames, timeout, ThreadOp(None), self._port.send)

@@ -1,7 +1,7 @@
 """``recv_any``: wait on several pairs and events at once, like Go's ``select``.
 
-Theory of operation: one :class:`_Select` op stands for the whole call. Each
-pair gets a :class:`_Branch` in its queue of waiting receivers; finishing a
+Theory of operation: one :class:`Select` op stands for the whole call. Each
+pair gets a :class:`SelectBranch` in its queue of waiting receivers; finishing a
 branch finishes the select (tagged with its pair), and since an op finishes
 only once, the first pair to deliver wins and every other pump finds its
 branch spent and gives its message to the next receiver instead. Events are
@@ -22,20 +22,20 @@ from ._errors import ChannelBroken, ChannelClosed
 from ._ops import DONE, PENDING, GreenletOp, Op
 from ._pair import ChannelPair
 
-__all__ = ["recv_any"]
+__all__ = ["Select", "SelectBranch", "recv_any"]
 
 Source = ChannelPair | Event
 
 
-class _Select(GreenletOp):
+class Select(GreenletOp):
     """The one op of a ``recv_any`` call; its result is ``(source, message)``."""
 
     __slots__ = ("_broken", "_open_pairs")
 
-    def __init__(self, pairs: int) -> None:
+    def __init__(self, pairs: int, broken: ChannelBroken | None = None) -> None:
         super().__init__(None, gevent.get_hub())
         self._open_pairs = pairs
-        self._broken: ChannelBroken | None = None
+        self._broken = broken  # a pair found broken before the wait began
 
     def pair_closed(self, error: BaseException, has_events: bool) -> None:
         """A pair closed while waited on: skip it; fail only when none is left."""
@@ -46,12 +46,13 @@ class _Select(GreenletOp):
             self.finish(error=self._broken or ChannelClosed("every pair is closed"))
 
 
-class _Branch(Op):
-    """What one pair's queue of receivers holds for a select."""
+class SelectBranch(Op):
+    """What one pair's queue of waiters holds for a select; finishing it
+    finishes the select with ``(source, result)``."""
 
     __slots__ = ("has_events", "select", "source")
 
-    def __init__(self, select: _Select, source: ChannelPair, has_events: bool) -> None:
+    def __init__(self, select: Select, source: object, has_events: bool) -> None:
         super().__init__(None)
         self.select = select
         self.source = source
@@ -116,14 +117,14 @@ def recv_any(sources: Iterable[Source], timeout: float | None = None) -> tuple[S
     if not open_pairs and not events:
         raise broken or ChannelClosed("every pair is closed")
 
-    select = _Select(len(open_pairs))
-    branches = [_Branch(select, pair, bool(events)) for pair in open_pairs]
+    select = Select(len(open_pairs), broken)
+    branches = [(pair, SelectBranch(select, pair, bool(events))) for pair in open_pairs]
 
     def on_event(event: Event) -> None:
         select.finish((event, None))
 
-    for branch in branches:
-        branch.source._pump.add_receiver(branch)
+    for pair, branch in branches:
+        pair._pump.add_receiver(branch)
     for event in events:
         event.rawlink(on_event)
     try:
@@ -133,8 +134,8 @@ def recv_any(sources: Iterable[Source], timeout: float | None = None) -> tuple[S
             _give_back(select.result)
         raise
     finally:
-        for branch in branches:
-            branch.source._pump.remove_receiver(branch)
+        for pair, branch in branches:
+            pair._pump.remove_receiver(branch)
         for event in events:
             event.unlink(on_event)
     if not done:

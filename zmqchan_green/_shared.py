@@ -6,8 +6,11 @@ only translates. Frame-by-frame use is kept per greenlet: frames a greenlet
 sends with ``SNDMORE`` wait in its own list until its last frame, then go out
 as one message; a message a greenlet starts reading with ``recv`` keeps its
 remaining frames for that greenlet (which is what its ``RCVMORE`` answers).
-Timeouts (``RCVTIMEO``/``SNDTIMEO``) are kept here and become the pair's
-timeouts, and the pair's exceptions become the ``zmq.ZMQError``\\ s pyzmq raises.
+A ``poll`` that waits for ``POLLIN`` sets the message that arrives aside for
+its greenlet, so "you may receive now" holds; if that greenlet ends without
+reading it, the message goes back to the head of the stream. Timeouts
+(``RCVTIMEO``/``SNDTIMEO``) are kept here and become the pair's timeouts, and
+the pair's exceptions become the ``zmq.ZMQError``\\ s pyzmq raises.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import json
 import pickle
 import weakref
 from collections import deque
+from functools import partial
 from types import TracebackType
 from typing import Any
 
@@ -25,7 +29,9 @@ import zmq
 
 from ._checks import as_message
 from ._errors import ChannelBroken, ChannelClosed, WouldBlock
+from ._ops import DONE
 from ._pair import ChannelPair
+from ._select import Select, SelectBranch
 
 __all__ = ["SharedSocket"]
 
@@ -56,7 +62,7 @@ class _ZmqErrors:
             raise zmq.Again() from None
         if isinstance(exc, ChannelBroken):
             cause = exc.__cause__
-            errno = cause.errno if isinstance(cause, zmq.ZMQError) else zmq.ETERM
+            errno = cause.errno if isinstance(cause, zmq.ZMQError) else zmq.ENOTSOCK
             if errno == zmq.ETERM:
                 raise zmq.ContextTerminated() from exc
             raise zmq.ZMQError(errno) from exc
@@ -85,6 +91,8 @@ class SharedSocket:
     """
 
     def __init__(self, socket: zmq.Socket[Any], **pair_options: Any) -> None:
+        if "copy" in pair_options:
+            raise TypeError("SharedSocket takes copy= per recv call, not as a pair option")
         pair_options.setdefault("tx_size", DEFAULT_TX_SIZE)
         timeouts: dict[int, int] = {opt: int(socket.getsockopt(opt)) for opt in _LOCAL_OPTIONS}
         self._pair = ChannelPair(socket, **pair_options)
@@ -93,6 +101,10 @@ class SharedSocket:
         self._sending: weakref.WeakKeyDictionary[Any, list[Any]] = weakref.WeakKeyDictionary()
         self._reading: weakref.WeakKeyDictionary[Any, deque[Any]] = weakref.WeakKeyDictionary()
         self._more: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+        self._set_aside: weakref.WeakKeyDictionary[Any, list[Any]] = weakref.WeakKeyDictionary()
+        kind = self._pair._pump.socket_type
+        self._can_in = 0 if kind in (zmq.PUSH, zmq.PUB) else int(zmq.POLLIN)
+        self._can_out = 0 if kind in (zmq.PULL, zmq.SUB) else int(zmq.POLLOUT)
         self._closed = False
         self.unsent: list[list[Any]] = []
 
@@ -110,28 +122,53 @@ class SharedSocket:
                 self._pair.send(frames, _timeout(self._timeouts[zmq.SNDTIMEO]))
 
     def _next_message(self, flags: int) -> deque[Any]:
-        """The calling greenlet's current message: what is left of it, or a new one."""
+        """The calling greenlet's current message: what is left of it, the one
+        set aside for it, or the next one from the pair."""
         me = gevent.getcurrent()
         held = self._reading.get(me)
         if held:
             return held
-        with _translated:
-            if flags & zmq.NOBLOCK:
-                msg = self._pair.recv_nowait()
-            else:
-                msg = self._pair.recv(_timeout(self._timeouts[zmq.RCVTIMEO]))
+        msg = self._set_aside.pop(me, None)
+        if msg is None:
+            with _translated:
+                if flags & zmq.NOBLOCK:
+                    msg = self._pair.recv_nowait()
+                else:
+                    msg = self._pair.recv(_timeout(self._timeouts[zmq.RCVTIMEO]))
         held = self._reading[me] = deque(msg)
         return held
 
+    def _set_aside_for(self, me: Any, msg: list[Any]) -> None:
+        """Keep ``msg`` for greenlet ``me``; back to the stream if it ends unread."""
+        self._set_aside[me] = msg
+        give_back = partial(self._give_back, weakref.ref(me), msg)
+        if isinstance(me, gevent.Greenlet):
+            me.rawlink(lambda _g: give_back())
+        else:
+            weakref.finalize(me, give_back)
+
+    def _give_back(self, me: weakref.ref[Any], msg: list[Any]) -> None:
+        owner = me()
+        if owner is not None and self._set_aside.get(owner) is not msg:
+            return  # read after all
+        if owner is not None:
+            del self._set_aside[owner]
+        if not self._pair._pump.finished:
+            self._pair._pump.deliver(msg, front=True)
+
     # ------------------------------------------------------------ sending
 
-    def send(self, data: Any, flags: int = 0, copy: bool = True, track: bool = False) -> None:
-        """Send one frame; with ``zmq.SNDMORE`` it waits for the rest of its message."""
-        self.send_multipart([data], flags, copy, track)
+    def send(self, data: Any, flags: int = 0, copy: bool = True, track: bool = False) -> Any:
+        """Send one frame; with ``zmq.SNDMORE`` it waits for the rest of its message.
+
+        Frames are copied when accepted, so with ``track=True`` the returned
+        ``zmq.MessageTracker`` is already done.
+        """
+        return self.send_multipart([data], flags, copy, track)
 
     def send_multipart(
         self, msg_parts: Any, flags: int = 0, copy: bool = True, track: bool = False
-    ) -> None:
+    ) -> Any:
         """Send frames as (the end of) one message; ``zmq.SNDMORE`` keeps it open."""
         self._check_open()
         frames = as_message(list(msg_parts))
@@ -140,13 +177,14 @@ class SharedSocket:
         pending.extend(frames)
         if flags & zmq.SNDMORE:
             self._sending[me] = pending
-            return
+            return zmq.MessageTracker() if track else None
         try:
             self._send_message(pending, flags)
         except zmq.Again:
             # Not sent: keep the frames, so retrying the last one sends it all.
             self._sending[me] = pending[: len(pending) - len(frames)]
             raise
+        return zmq.MessageTracker() if track else None
 
     def send_string(
         self, u: str, flags: int = 0, copy: bool = True, encoding: str = "utf-8"
@@ -167,7 +205,12 @@ class SharedSocket:
     # ---------------------------------------------------------- receiving
 
     def recv(self, flags: int = 0, copy: bool = True, track: bool = False) -> Any:
-        """The next frame for this greenlet (the rest of its message stays its own)."""
+        """The next frame for this greenlet (the rest of its message stays its own).
+
+        With ``copy=False`` the frame is a ``zmq.Frame`` whose ``.more`` is not
+        set: ask ``RCVMORE``. Frames left of a message whose greenlet ends
+        before reading them all are dropped with that greenlet.
+        """
         self._check_open()
         held = self._next_message(flags)
         frame = held.popleft()
@@ -204,7 +247,7 @@ class SharedSocket:
         if option == zmq.RCVMORE:
             return int(self._more.get(gevent.getcurrent(), False))
         if option == zmq.EVENTS:
-            return self.poll(0, zmq.POLLIN | zmq.POLLOUT)
+            return self._ready_now(gevent.getcurrent(), zmq.POLLIN | zmq.POLLOUT)
         if option in _LOCAL_OPTIONS:
             return self._timeouts[option]
         with _translated:
@@ -222,13 +265,53 @@ class SharedSocket:
     get = getsockopt
     set = setsockopt
 
+    @property
+    def hwm(self) -> int:
+        """``SNDHWM``, as pyzmq's ``hwm`` reads it; setting it sets both HWMs."""
+        value: int = self.getsockopt(zmq.SNDHWM)
+        return value
+
+    @hwm.setter
+    def hwm(self, value: int) -> None:
+        self.setsockopt(zmq.SNDHWM, value)
+        self.setsockopt(zmq.RCVHWM, value)
+
+    def _socket_call(self, method: str, *args: Any) -> Any:
+        self._check_open()
+        with _translated:
+            return self._pair.call(lambda s: getattr(s, method)(*args))
+
+    def bind(self, addr: str) -> None:
+        """Bind, through the pair's pump."""
+        self._socket_call("bind", addr)
+
+    def connect(self, addr: str) -> None:
+        """Connect, through the pair's pump."""
+        self._socket_call("connect", addr)
+
+    def unbind(self, addr: str) -> None:
+        """Unbind, through the pair's pump."""
+        self._socket_call("unbind", addr)
+
+    def disconnect(self, addr: str) -> None:
+        """Disconnect, through the pair's pump."""
+        self._socket_call("disconnect", addr)
+
+    def bind_to_random_port(self, addr: str, *args: Any) -> int:
+        """As pyzmq's, through the pair's pump; returns the port."""
+        port: int = self._socket_call("bind_to_random_port", addr, *args)
+        return port
+
     def __getattr__(self, name: str) -> Any:
         if not name.startswith("_") and name.upper() in zmq.SocketOption.__members__:
+            # Only reached for names not defined here (hwm, type... are).
             return self.getsockopt(zmq.SocketOption[name.upper()])
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if not name.startswith("_") and name.upper() in zmq.SocketOption.__members__:
+        if name == "hwm":
+            object.__setattr__(self, name, value)  # the property
+        elif not name.startswith("_") and name.upper() in zmq.SocketOption.__members__:
             self.setsockopt(zmq.SocketOption[name.upper()], value)
         else:
             object.__setattr__(self, name, value)
@@ -262,36 +345,61 @@ class SharedSocket:
         ``timeout`` ms (``None`` or negative: no limit) for one of them.
 
         ``POLLIN``: a message this greenlet may receive now (one that arrives
-        while it polls is set aside for it). ``POLLOUT``: room to send now.
+        while it waits is set aside for it). ``POLLOUT``: room to send now.
+        As on pyzmq, a send-only socket never reports ``POLLIN`` and a
+        receive-only one never ``POLLOUT``.
         """
         self._check_open()
+        flags = int(flags) & (self._can_in | self._can_out)
         seconds = None if timeout is None or timeout < 0 else timeout / 1000
         me = gevent.getcurrent()
         with _translated:
             ready = self._ready_now(me, flags)
-            if ready or seconds == 0:
+            if ready or not flags or seconds == 0:
                 return ready
-            if flags & zmq.POLLIN:  # wait for a message; POLLOUT is looked at after
-                held = self._hold_next(me, seconds)
-                return (zmq.POLLIN if held else 0) | self._ready_now(me, flags & zmq.POLLOUT)
-            return zmq.POLLOUT if self._pair._pump.wait_for_room(seconds) else 0
+            if flags == zmq.POLLOUT:
+                return int(zmq.POLLOUT) if self._pair._pump.wait_for_room(seconds) else 0
+            return self._wait_for(me, flags, seconds)
 
     def _ready_now(self, me: Any, flags: int) -> int:
+        """Readiness without waiting or taking anything (what ``EVENTS`` says)."""
         events = 0
-        if flags & zmq.POLLIN and (self._reading.get(me) or self._hold_next(me, 0)):
+        pump = self._pair._pump
+        if flags & self._can_in and (
+            self._reading.get(me) or me in self._set_aside or pump.stats()["rx_pending"]
+        ):
             events |= zmq.POLLIN
-        if flags & zmq.POLLOUT and self._pair._pump.wait_for_room(0):
+        if flags & self._can_out and pump.wait_for_room(0):
             events |= zmq.POLLOUT
         return events
 
-    def _hold_next(self, me: Any, wait: float | None) -> bool:
-        """Set the next message aside for ``me``; ``False`` if none came in ``wait``."""
+    def _wait_for(self, me: Any, flags: int, seconds: float | None) -> int:
+        """Wait for a message (and, if asked, room to send), whichever is first."""
+        pump = self._pair._pump
+        select = Select(2 if flags & zmq.POLLOUT else 1)
+        incoming = SelectBranch(select, zmq.POLLIN, False)
+        outgoing = SelectBranch(select, zmq.POLLOUT, False)
+        pump.add_receiver(incoming)
+        if flags & zmq.POLLOUT:
+            pump.add_room_waiter(outgoing)
         try:
-            msg = self._pair.recv_nowait() if wait == 0 else self._pair.recv(wait)
-        except (WouldBlock, TimeoutError):
-            return False
-        self._reading[me] = deque(msg)
-        return True
+            done = select.wait(seconds)
+        except BaseException:
+            if select.state == DONE and select.error is None and select.result[0] == zmq.POLLIN:
+                pump.deliver(select.result[1], front=True)
+            raise
+        finally:
+            pump.remove_receiver(incoming)
+            pump.remove_room_waiter(outgoing)
+        if not done:
+            return 0
+        if select.error is not None:
+            raise select.error
+        event, msg = select.result
+        if event == zmq.POLLIN:
+            self._set_aside_for(me, msg)
+            return int(zmq.POLLIN) | self._ready_now(me, flags & zmq.POLLOUT)
+        return int(zmq.POLLOUT)
 
     # -------------------------------------------------------------- close
 
