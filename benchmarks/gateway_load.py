@@ -12,7 +12,7 @@ for its own request and counts mismatches, which this script reads from
 ``/stats`` before and after every run.
 
 Prints requests/s, p50 and p99 latency (medians over the rounds) and the
-ratios against the targets of issue 5, and writes everything as JSON.
+ratios against the project's targets (see BENCHMARKS.md), and writes everything as JSON.
 
 Needs ``wrk`` (Debian: ``apt-get install -y wrk``). Run from the checkout:
     python benchmarks/gateway_load.py [--duration 10] [--rounds 3] [--json out.json]
@@ -266,7 +266,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def check_targets(summary: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """Issue 5's targets, for every work setting and transport measured."""
+    """The project's gateway targets, for every work setting and transport measured."""
     checks: list[dict[str, Any]] = []
     settings = sorted({(e["work_ms"], e["transport"]) for e in summary.values()})
     for work_ms, transport in settings:

@@ -1,4 +1,4 @@
-"""``python -m zmqchan_green bench``: the side-by-side benchmark of issue 4.
+"""``python -m zmqchan_green bench``: the side-by-side benchmark.
 
 Theory of operation
 ===================
@@ -9,8 +9,9 @@ in a fresh subprocess (``python -m zmqchan_green bench --run-case JSON``), so
 that no case inherits another's heap, sockets, threads or CPU caches. Rounds
 alternate the order (forward, then backward) so that slow drift of the machine
 does not always favour the same cases. The table shows per-spec medians, and
-the ratios that issue 4 sets targets for are computed from medians measured in
-this same run; nothing is compared with figures from another run.
+the ratios the project sets targets for (see BENCHMARKS.md) are computed from
+medians measured in this same run; nothing is compared with figures from
+another run.
 
 A *child* (``--run-case``) runs one spec and prints one JSON line on stdout.
 Every wait in it has a deadline, so a broken case fails instead of hanging, and
@@ -1039,7 +1040,7 @@ def medians(outcomes: Sequence[Outcome]) -> dict[str, dict[str, Any]]:
 
 @dataclass(frozen=True)
 class Target:
-    """A figure computed from medians of this run, with the bar issue 4 sets (if any)."""
+    """A figure computed from medians of this run, with the project's target for it (if any)."""
 
     name: str
     numerator: tuple[str, str]
@@ -1237,7 +1238,7 @@ def format_report(
             f"max {_cell(entry, 'max_ms', '.3f')} (at {_cell(entry, 'rate', ',.0f')} msg/s); "
             f"idle p99 {_cell(entry, 'idle_p99_ms', '.3f')}"
         )
-    out += ["", "Ratios (medians of this run; targets of issue 4, tcp 1+64 B)"]
+    out += ["", "Ratios (medians of this run; project targets, tcp 1+64 B)"]
     width = max(len(c["name"]) for c in checks) + 2
     for check in checks:
         target = check["target"] or ""
@@ -1499,7 +1500,7 @@ def add_bench_command(
         help="side-by-side benchmark: pairs vs raw zmq.green, threads and the one-thread ceiling",
         description=(
             "Run each case in its own subprocess, alternate the cases over several rounds, "
-            "and print medians and the ratios of issue 4 (throughput, round-trip latency, "
+            "and print medians and the ratios the project targets (throughput, round-trip latency, "
             "memory, hub lag). Exits 1 if any run failed (lost messages, timeouts)."
         ),
     )
