@@ -1,0 +1,25 @@
+"""Sphinx configuration: the API pages are generated from the docstrings."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path.insert(0, os.path.abspath(".."))
+
+from zmqchan_green import __version__  # noqa: E402
+
+project = "zmqchan_green"
+author = "The zmqchan_green developers"
+copyright = "2026, The zmqchan_green developers"  # noqa: A001
+version = release = __version__
+
+extensions = [
+    "sphinx.ext.autodoc",
+    "sphinx.ext.viewcode",
+]
+autodoc_member_order = "bysource"
+autodoc_typehints = "description"
+autodoc_default_options = {"members": True, "show-inheritance": True}
+html_theme = "alabaster"
+exclude_patterns = ["_build"]
