@@ -7,11 +7,11 @@ import sys
 
 sys.path.insert(0, os.path.abspath(".."))
 
-from zmqchan_green import __version__  # noqa: E402
+from zmqchan_green import __version__
 
 project = "zmqchan_green"
 author = "The zmqchan_green developers"
-copyright = "2026, The zmqchan_green developers"  # noqa: A001
+copyright = "2026, The zmqchan_green developers"
 version = release = __version__
 
 extensions = [
