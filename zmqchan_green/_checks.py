@@ -7,7 +7,14 @@ import numbers
 
 import zmq
 
-__all__ = ["Frame", "Message", "as_message", "check_direction", "check_timeout"]
+__all__ = [
+    "Frame",
+    "Message",
+    "as_message",
+    "check_direction",
+    "check_linger",
+    "check_timeout",
+]
 
 #: One frame as the pair accepts it.
 Frame = bytes | bytearray | memoryview | zmq.Frame
@@ -77,6 +84,17 @@ def check_direction(socket_type: int, sending: bool) -> None:
         what = "send" if sending else "recv"
         name = zmq.SocketType(socket_type).name
         raise zmq.ZMQError(zmq.ENOTSUP, f"cannot {what} on a {name} socket")
+
+
+def check_linger(linger: object) -> float | None:
+    """``close()``'s ``linger`` as seconds (negative: no limit), or ``None``."""
+    if linger is None:
+        return None
+    if isinstance(linger, bool) or not isinstance(linger, numbers.Real):
+        raise TypeError(f"linger must be seconds or None, not {type(linger).__name__}")
+    if math.isnan(linger):
+        raise ValueError("linger must be a number of seconds, not NaN")
+    return float(linger)
 
 
 def check_timeout(timeout: object) -> float | None:

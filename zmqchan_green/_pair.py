@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import numbers
 import warnings
 from collections.abc import Callable, Iterator
@@ -15,7 +14,7 @@ from gevent.event import AsyncResult
 from gevent.monkey import get_original
 from gevent.queue import Queue
 
-from ._checks import Message, as_message, check_direction, check_timeout
+from ._checks import Message, as_message, check_direction, check_linger, check_timeout
 from ._errors import ChannelBroken, ChannelClosed, SendError
 from ._pump import Pump, claim, release
 from ._threads import ThreadPort
@@ -242,12 +241,7 @@ class ChannelPair:
         first (a later call returns ``[]``).
         """
         pump = self._check_thread()
-        if linger is not None:
-            if isinstance(linger, bool) or not isinstance(linger, numbers.Real):
-                raise TypeError(f"linger must be seconds or None, not {type(linger).__name__}")
-            linger = float(linger)
-            if math.isnan(linger):
-                raise ValueError("linger must be a number of seconds, not NaN")
+        linger = check_linger(linger)
         return pump.close(linger)
 
     def __enter__(self) -> ChannelPair:

@@ -22,7 +22,7 @@ from typing import Any
 import gevent
 import zmq
 
-from ._checks import Message, as_message, check_timeout
+from ._checks import Message, as_message, check_linger, check_timeout
 from ._errors import ChannelBroken, ChannelClosed
 from ._ops import GreenletOp, Op
 from ._pair import ChannelPair
@@ -167,6 +167,7 @@ class Requester:
     def close(self, linger: float | None = None) -> None:
         """Fail outstanding requests with :class:`ChannelClosed`, then close the pair."""
         self._pair._check_thread()
+        linger = check_linger(linger)  # refused before anything is failed
         self._replies.fail_all(ChannelClosed("the requester is closed"))
         self._pair.close(linger)
         self._reader.join()

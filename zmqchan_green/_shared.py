@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import numbers
 import pickle
 import weakref
 from collections import deque
@@ -27,7 +28,7 @@ from typing import Any
 import gevent
 import zmq
 
-from ._checks import as_message
+from ._checks import as_message, check_linger
 from ._errors import ChannelBroken, ChannelClosed, WouldBlock
 from ._ops import DONE
 from ._pair import ChannelPair
@@ -91,6 +92,8 @@ class SharedSocket:
     """
 
     def __init__(self, socket: zmq.Socket[Any], **pair_options: Any) -> None:
+        if not isinstance(socket, zmq.Socket):
+            raise TypeError(f"socket must be a zmq.Socket, not {type(socket).__name__}")
         if "copy" in pair_options:
             raise TypeError("SharedSocket takes copy= per recv call, not as a pair option")
         pair_options.setdefault("tx_size", DEFAULT_TX_SIZE)
@@ -257,6 +260,8 @@ class SharedSocket:
         """Set an option, through the pair's pump."""
         self._check_open()
         if option in _LOCAL_OPTIONS:
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise TypeError(f"expected int for a timeout option, got {type(value).__name__}")
             self._timeouts[option] = int(value)
             return
         with _translated:
@@ -413,8 +418,9 @@ class SharedSocket:
 
         Accepted messages that never reached the socket are kept in :attr:`unsent`.
         """
+        seconds = check_linger(linger)  # refused before anything changes
         self._closed = True
-        self.unsent.extend(self._pair.close(None if linger is None else linger / 1000))
+        self.unsent.extend(self._pair.close(None if seconds is None else seconds / 1000))
 
     def __enter__(self) -> SharedSocket:
         return self
