@@ -1,6 +1,6 @@
 """``python -m zmqchan_green``: the package's command-line tools.
 
-Each tool is a subcommand (``demo``, ``bench``); without one, the help is printed.
+Each tool is a subcommand (``demo``, ``bench``, ``soak``); without one, the help is printed.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from ._bench import add_bench_command
 from ._demo import add_demo_command
+from ._soak import add_soak_command
 from ._version import __version__
 
 __all__ = ["build_parser", "main"]
@@ -26,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     subcommands = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND")
     add_demo_command(subcommands)
     add_bench_command(subcommands)
+    add_soak_command(subcommands)
     return parser
 
 
