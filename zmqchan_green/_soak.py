@@ -966,47 +966,41 @@ class Soak:
 
     def _green_receiver(self, lane: Lane, worker: Worker, rng: random.Random) -> None:
         """Receive on a PULL lane until told to stop."""
-        try:
-            while True:
-                if self._pause(lane):
-                    continue
-                rx = lane.rx
-                tiny, timeout = self._recv_timeout(rng)
-                worker.in_recv = True
-                try:
-                    frames = rx.pair.recv(timeout=timeout)
-                except TimeoutError:
-                    if tiny:
-                        self._fault("recv_timeout")
-                    elif self.rx_stop:
-                        return
-                    continue
-                except ChannelBroken as exc:
-                    self.problem(f"{worker.name}: {exc!r}")
-                    return
-                except ChannelClosed:
-                    if rx is lane.rx:
-                        if self.rx_stop:
-                            return
-                        gevent.sleep(0.001)
-                    continue
-                finally:
-                    worker.in_recv = False
-                self._deliver(frames, rx, worker)
-        finally:
-            worker.done = True
+
+        def deliver(frames: list[Any], end: RxGen | TxGen) -> None:
+            assert isinstance(end, RxGen)
+            self._deliver(frames, end, worker)
+
+        self._green_receive_loop(lane, worker, rng, lambda: lane.rx, deliver)
 
     def _green_echo_receiver(self, lane: Lane, worker: Worker, rng: random.Random) -> None:
         """Receive echoes on an echo lane's DEALER pair until told to stop."""
+
+        def deliver(frames: list[Any], end: RxGen | TxGen) -> None:
+            assert isinstance(end, TxGen)
+            self._deliver_echo(frames, end, worker)
+
+        self._green_receive_loop(lane, worker, rng, lambda: lane.tx, deliver)
+
+    def _green_receive_loop(
+        self,
+        lane: Lane,
+        worker: Worker,
+        rng: random.Random,
+        current: Callable[[], RxGen | TxGen],
+        deliver: Callable[[list[Any], RxGen | TxGen], None],
+    ) -> None:
+        """Receive from the lane's current ``current()`` pair until told to stop;
+        a pair closed under the receiver is waited out until it is replaced."""
         try:
             while True:
                 if self._pause(lane):
                     continue
-                tx = lane.tx
+                end = current()
                 tiny, timeout = self._recv_timeout(rng)
                 worker.in_recv = True
                 try:
-                    frames = tx.pair.recv(timeout=timeout)
+                    frames = end.pair.recv(timeout=timeout)
                 except TimeoutError:
                     if tiny:
                         self._fault("recv_timeout")
@@ -1017,14 +1011,14 @@ class Soak:
                     self.problem(f"{worker.name}: {exc!r}")
                     return
                 except ChannelClosed:
-                    if tx is lane.tx:
+                    if end is current():
                         if self.rx_stop:
                             return
                         gevent.sleep(0.001)
                     continue
                 finally:
                     worker.in_recv = False
-                self._deliver_echo(frames, tx, worker)
+                deliver(frames, end)
         finally:
             worker.done = True
 
