@@ -994,33 +994,48 @@ class Soak:
         a pair closed under the receiver is waited out until it is replaced."""
         try:
             while True:
-                if self._pause(lane):
-                    continue
-                end = current()
-                tiny, timeout = self._recv_timeout(rng)
-                worker.in_recv = True
-                try:
-                    frames = end.pair.recv(timeout=timeout)
-                except TimeoutError:
-                    if tiny:
-                        self._fault("recv_timeout")
-                    elif self.rx_stop:
-                        return
-                    continue
-                except ChannelBroken as exc:
-                    self.problem(f"{worker.name}: {exc!r}")
+                got = self._receive_once(lane, worker, rng, current)
+                if got is False:
                     return
-                except ChannelClosed:
-                    if end is current():
-                        if self.rx_stop:
-                            return
-                        gevent.sleep(0.001)
-                    continue
-                finally:
-                    worker.in_recv = False
-                deliver(frames, end)
+                if got is not True:
+                    deliver(*got)
         finally:
             worker.done = True
+
+    def _receive_once(
+        self,
+        lane: Lane,
+        worker: Worker,
+        rng: random.Random,
+        current: Callable[[], RxGen | TxGen],
+    ) -> tuple[list[Any], RxGen | TxGen] | bool:
+        """One receive from the lane's current pair: ``(frames, pair end)``;
+        ``True`` to try again (a stall, a timeout, a pair being replaced);
+        ``False`` to stop (told to, or the pair broke)."""
+        if self._pause(lane):
+            return True
+        end = current()
+        tiny, timeout = self._recv_timeout(rng)
+        worker.in_recv = True
+        try:
+            frames = end.pair.recv(timeout=timeout)
+        except TimeoutError:
+            if tiny:
+                self._fault("recv_timeout")
+                return True
+            return not self.rx_stop
+        except ChannelBroken as exc:
+            self.problem(f"{worker.name}: {exc!r}")
+            return False
+        except ChannelClosed:
+            if end is current():
+                if self.rx_stop:
+                    return False
+                gevent.sleep(0.001)
+            return True
+        finally:
+            worker.in_recv = False
+        return frames, end
 
     def _echo_consumer(self, lane: Lane, worker: Worker, rng: random.Random) -> None:
         """The ROUTER's only reader: check each message and send it back.
@@ -1032,27 +1047,13 @@ class Soak:
         refuse_until = 0.0
         try:
             while True:
-                if self._pause(lane):
-                    continue
-                rx = lane.rx
-                tiny, timeout = self._recv_timeout(rng)
-                try:
-                    frames = rx.pair.recv(timeout=timeout)
-                except TimeoutError:
-                    if tiny:
-                        self._fault("recv_timeout")
-                    elif self.rx_stop:
-                        return
-                    continue
-                except ChannelBroken as exc:
-                    self.problem(f"{worker.name}: {exc!r}")
+                received = self._receive_once(lane, worker, rng, lambda: lane.rx)
+                if received is False:
                     return
-                except ChannelClosed:
-                    if rx is lane.rx:
-                        if self.rx_stop:
-                            return
-                        gevent.sleep(0.001)
+                if received is True:
                     continue
+                frames, rx = received
+                assert isinstance(rx, RxGen)
                 got = self._deliver(frames, rx, worker)
                 if got is None:
                     continue
