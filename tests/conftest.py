@@ -4,9 +4,12 @@ unique inproc/ipc names, and pairs that are always closed with linger=0."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import gevent
@@ -16,6 +19,31 @@ import zmq.green as zmq
 import zmqchan_green as zc
 
 TRANSPORTS = ["inproc", "ipc", "tcp"]
+
+#: The checkout's root: what child processes import the package from.
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def repo_env(**extra: str) -> dict[str, str]:
+    """This process's environment with the checkout first on ``PYTHONPATH``."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env.update(extra)
+    return env
+
+
+def run_python(*args: str, timeout: float = 50, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run ``python *args`` from the checkout (extra environment in ``env``);
+    output captured as text; ``TimeoutExpired`` if it hangs."""
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env=repo_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def unique_endpoint(transport: str) -> str:

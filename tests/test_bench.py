@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +19,7 @@ from zmqchan_green._bench import (
     ratios,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+from .conftest import run_python
 
 #: Seconds the smoke run may take before the test fails (pytest-timeout is above it).
 RUN_TIMEOUT = 90
@@ -32,21 +29,12 @@ RUN_TIMEOUT = 90
 def test_quick_bench_writes_table_and_json(tmp_path: Path) -> None:
     json_path = tmp_path / "bench.json"
     png_path = tmp_path / "bench.png"
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    env["PYTHONWARNINGS"] = "error"
-    proc = subprocess.run(
-        [
-            sys.executable, "-m", "zmqchan_green", "bench", "--quick",
-            "--cases", "raw_green,pair", "--rounds", "1", "--seconds", "0.1",
-            "--json", str(json_path), "--png", str(png_path),
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
+    proc = run_python(
+        "-m", "zmqchan_green", "bench", "--quick",
+        "--cases", "raw_green,pair", "--rounds", "1", "--seconds", "0.1",
+        "--json", str(json_path), "--png", str(png_path),
         timeout=RUN_TIMEOUT,
-        check=False,
+        PYTHONWARNINGS="error",
     )  # fmt: skip
     explain = f"exit {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
     assert proc.returncode == 0, explain

@@ -3,17 +3,13 @@ nobody is left blocked, and nothing hangs."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import gevent
 import pytest
 import zmq.green as zmq
 
 import zmqchan_green as zc
 
-from .conftest import wait_for
+from .conftest import run_python, wait_for
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -310,11 +306,6 @@ print("survived")
 def test_socket_closed_under_the_pump_never_crashes_the_process():
     """A watcher left on a descriptor libzmq closed makes libev abort(); the pump
     watches its own duplicate and checks the socket before touching it."""
-    env = dict(os.environ)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.run(
-        [sys.executable, "-c", CLOSE_UNDER], capture_output=True, text=True, timeout=50, env=env
-    )
+    proc = run_python("-c", CLOSE_UNDER)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "survived" in proc.stdout

@@ -6,16 +6,14 @@ root first on ``PYTHONPATH`` so the checkout's package is the one imported.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import zmq
 
-ROOT = Path(__file__).resolve().parent.parent
+from .conftest import ROOT, run_python
+
 EXAMPLES = ROOT / "examples"
 
 #: Seconds a subprocess may take before the test fails (pytest-timeout is above it).
@@ -24,19 +22,8 @@ RUN_TIMEOUT = 45
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
     """Run ``python *args`` from the repository root; fail the test if it hangs."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    # Make warnings in the child as strict as in this test run.
-    env["PYTHONWARNINGS"] = "error"
-    return subprocess.run(
-        [sys.executable, *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT,
-        check=False,
-    )
+    # Warnings in the child are as strict as in this test run.
+    return run_python(*args, timeout=RUN_TIMEOUT, PYTHONWARNINGS="error")
 
 
 def explain(proc: subprocess.CompletedProcess[str]) -> str:

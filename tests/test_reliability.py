@@ -31,17 +31,9 @@ from zmq.utils.monitor import parse_monitor_message
 
 import zmqchan_green as zc
 
-from .conftest import wait_for
+from .conftest import repo_env, wait_for
 
 pytestmark = pytest.mark.timeout(60)
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def peer_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    return env
 
 
 def port_is_free(port: int) -> bool:
@@ -75,7 +67,7 @@ def start_peer():
     def start(script: str, *args: object) -> subprocess.Popen:
         proc = subprocess.Popen(
             [sys.executable, "-c", script, *map(str, args)],
-            env=peer_env(),
+            env=repo_env(),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

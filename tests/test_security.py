@@ -3,12 +3,11 @@ an authorised client is served, an unknown one is refused."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
+
+from .conftest import run_python
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -72,15 +71,6 @@ SCENARIO = textwrap.dedent(
 @pytest.mark.parametrize("patched", [False, True], ids=["unpatched", "patch_all"])
 def test_curve_with_pyzmq_authenticator(patched):
     patch = "from gevent import monkey; monkey.patch_all()" if patched else ""
-    env = dict(os.environ)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.run(
-        [sys.executable, "-c", SCENARIO.format(patch=patch)],
-        capture_output=True,
-        text=True,
-        timeout=50,
-        env=env,
-    )
+    proc = run_python("-c", SCENARIO.format(patch=patch))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().endswith("OK")

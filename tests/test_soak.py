@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from .conftest import run_python
 
 #: Seconds the smoke run may take before the test fails (pytest-timeout is above it).
 RUN_TIMEOUT = 50
@@ -20,20 +17,11 @@ RUN_TIMEOUT = 50
 @pytest.mark.timeout(60)
 def test_short_soak_holds_every_invariant(tmp_path: Path) -> None:
     json_path = tmp_path / "soak.json"
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    env["PYTHONWARNINGS"] = "error"
-    proc = subprocess.run(
-        [
-            sys.executable, "-m", "zmqchan_green", "soak", "--seconds", "5",
+    proc = run_python(
+        "-m", "zmqchan_green", "soak", "--seconds", "5",
             "--greenlets", "30", "--threads", "2", "--json", str(json_path),
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
         timeout=RUN_TIMEOUT,
-        check=False,
+        PYTHONWARNINGS="error",
     )  # fmt: skip
     explain = f"exit {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
     assert proc.returncode == 0, explain

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import gevent
@@ -14,7 +11,7 @@ from gevent.monkey import get_original
 
 import zmqchan_green as zc
 
-from .conftest import wait_for
+from .conftest import run_python, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -351,15 +348,6 @@ SCENARIO = textwrap.dedent(
 @pytest.mark.parametrize("patched", [True, False], ids=["patch_all", "unpatched"])
 def test_whole_scenario_with_and_without_monkey_patching(patched):
     patch = "from gevent import monkey; monkey.patch_all()" if patched else ""
-    env = dict(os.environ)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.run(
-        [sys.executable, "-c", SCENARIO.format(patch=patch)],
-        capture_output=True,
-        text=True,
-        timeout=50,
-        env=env,
-    )
+    proc = run_python("-c", SCENARIO.format(patch=patch))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("OK")
