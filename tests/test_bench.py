@@ -10,14 +10,8 @@ from typing import Any
 
 import pytest
 
-from zmqchan_green._bench import (
-    CASES,
-    BenchError,
-    Spec,
-    _Transfer,
-    plan_specs,
-    ratios,
-)
+from zmqchan_green.tools.bench import CASES, BenchError, Spec, plan_specs, ratios
+from zmqchan_green.tools.bench.harness import Transfer
 
 from .conftest import run_python
 
@@ -104,7 +98,7 @@ def test_ratios_mark_pass_miss_and_missing() -> None:
 
 @pytest.mark.timeout(30)
 def test_lost_messages_fail_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("zmqchan_green._bench._OP_TIMEOUT", 0.01)
+    monkeypatch.setattr("zmqchan_green.tools.bench.harness.OP_TIMEOUT", 0.01)
     delivered = [[b"\x01", b"x" * 64]] * 3
 
     def recv() -> list[bytes]:
@@ -112,7 +106,7 @@ def test_lost_messages_fail_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
             return delivered.pop()
         raise TimeoutError("nothing came")
 
-    transfer = _Transfer(64, 2, lambda msg: None, recv, lambda: False)
+    transfer = Transfer(64, 2, lambda msg: None, recv, lambda: False)
     with pytest.raises(BenchError, match="lost messages: 3 of 5 received"):
         transfer.run(5)
 
@@ -120,9 +114,9 @@ def test_lost_messages_fail_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.timeout(30)
 def test_extra_or_malformed_messages_fail_loudly() -> None:
     good = [b"\x01", b"x" * 64]
-    extra = _Transfer(64, 1, lambda msg: None, lambda: good, lambda: True)
+    extra = Transfer(64, 1, lambda msg: None, lambda: good, lambda: True)
     with pytest.raises(BenchError, match="more messages arrived than the 4 sent"):
         extra.run(4)
-    short = _Transfer(64, 1, lambda msg: None, lambda: [b"\x01"], lambda: False)
+    short = Transfer(64, 1, lambda msg: None, lambda: [b"\x01"], lambda: False)
     with pytest.raises(BenchError, match="message 0 is malformed"):
         short.run(4)

@@ -9,10 +9,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from ._bench import add_bench_command
-from ._demo import add_demo_command
-from ._soak import add_soak_command
 from ._version import __version__
+from .tools import add_bench_command, add_demo_command, add_soak_command
 
 __all__ = ["build_parser", "main"]
 

@@ -23,7 +23,6 @@ import struct
 import sys
 import tempfile
 import time
-import uuid
 from contextlib import ExitStack
 from typing import Any, TextIO
 
@@ -31,8 +30,8 @@ import gevent
 import zmq
 import zmq.green as zmq_green
 
-from ._errors import ChannelClosed, SendError
-from ._pair import ChannelPair
+from .. import ChannelClosed, ChannelPair, SendError
+from .common import bind_fresh, int_at_least, positive
 
 __all__ = ["add_demo_command", "run_demo"]
 
@@ -212,19 +211,15 @@ def _check_counts(name: str, pair: ChannelPair, total: int, problems: list[str])
 
 
 def _bind(sock: zmq.Socket[Any], endpoint: str, cleanup: ExitStack) -> str:
-    if endpoint == "tcp":
-        port = sock.bind_to_random_port("tcp://127.0.0.1")
-        return f"tcp://127.0.0.1:{port}"
     if endpoint == "ipc":
         if not zmq.has("ipc"):
             raise RuntimeError("this libzmq has no ipc transport; use --endpoint tcp")
         directory = tempfile.mkdtemp(prefix="zmqchan-demo-")
         cleanup.callback(shutil.rmtree, directory, ignore_errors=True)
         address = f"ipc://{directory}/echo.sock"
-    else:
-        address = f"inproc://zmqchan-green-demo-{uuid.uuid4().hex}"
-    sock.bind(address)
-    return address
+        sock.bind(address)
+        return address
+    return bind_fresh(sock, endpoint, "zmqchan-green-demo")
 
 
 def run_demo(
@@ -348,26 +343,6 @@ def run_demo(
     return 0
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
-    return value
-
-
 def _demo_command(args: argparse.Namespace) -> int:
     try:
         return run_demo(
@@ -398,14 +373,14 @@ def add_demo_command(
     )
     parser.add_argument(
         "--greenlets",
-        type=_positive_int,
+        type=int_at_least(1),
         default=100,
         metavar="N",
         help="sender greenlets sharing the socket (default: %(default)s)",
     )
     parser.add_argument(
         "--messages",
-        type=_positive_int,
+        type=int_at_least(1),
         default=100,
         metavar="M",
         help="messages each greenlet sends (default: %(default)s)",
@@ -418,7 +393,7 @@ def add_demo_command(
     )
     parser.add_argument(
         "--timeout",
-        type=_positive_float,
+        type=positive(float),
         default=60.0,
         metavar="SECONDS",
         help="fail if the whole run takes longer (default: %(default)s)",
