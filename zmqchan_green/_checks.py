@@ -6,8 +6,10 @@ import math
 import numbers
 
 import zmq
+from gevent.monkey import get_original
 
 __all__ = [
+    "FOREVER",
     "Frame",
     "Message",
     "as_message",
@@ -22,6 +24,10 @@ Frame = bytes | bytearray | memoryview | zmq.Frame
 Message = Frame | list[Frame] | tuple[Frame, ...]
 
 _IMMUTABLE = (bytes, zmq.Frame)
+
+#: The longest wait a lock can hold (``threading.TIMEOUT_MAX``, about 292
+#: years); a timeout or linger at least this long means "no limit".
+FOREVER: float = get_original("_thread", "TIMEOUT_MAX")
 
 
 def _frame(obj: object, index: int) -> bytes | zmq.Frame | memoryview:
@@ -39,17 +45,18 @@ def _frame(obj: object, index: int) -> bytes | zmq.Frame | memoryview:
             f"frame {index} is {type(obj).__name__}, not bytes-like "
             "(bytes, bytearray, memoryview or zmq.Frame)"
         ) from None
-    # A writable buffer could change between send() and the wire, and libzmq
-    # needs contiguous memory: copy unless it is neither.
-    return view if view.readonly and view.contiguous else view.tobytes()
+    # Memory that anyone can still change (a bytearray, even behind a read-only
+    # view) could change between send() and the wire, and libzmq needs
+    # contiguous memory: keep the view only over contiguous bytes.
+    return view if type(view.obj) is bytes and view.contiguous else view.tobytes()
 
 
 def as_message(msg: object) -> list[bytes | zmq.Frame | memoryview]:
     """Return ``msg`` as a list of frames, or raise ``TypeError``/``ValueError``.
 
     Accepts a list or tuple of bytes-like frames, or one bytes-like object as a
-    one-frame message. Writable buffers are copied, so mutating them after
-    ``send`` returns does not change the message.
+    one-frame message. Buffers over mutable memory are copied, so changing them
+    after ``send`` returns does not change the message.
     """
     if type(msg) is list or type(msg) is tuple:
         frames = list(msg)
@@ -87,18 +94,21 @@ def check_direction(socket_type: int, sending: bool) -> None:
 
 
 def check_linger(linger: object) -> float | None:
-    """``close()``'s ``linger`` as seconds (negative: no limit), or ``None``."""
+    """``close()``'s ``linger`` as seconds (``-1.0``: no limit, also for any
+    negative value and for anything at least :data:`FOREVER`), or ``None``."""
     if linger is None:
         return None
     if isinstance(linger, bool) or not isinstance(linger, numbers.Real):
         raise TypeError(f"linger must be seconds or None, not {type(linger).__name__}")
     if math.isnan(linger):
         raise ValueError("linger must be a number of seconds, not NaN")
-    return float(linger)
+    seconds = float(linger)
+    return -1.0 if seconds < 0 or seconds >= FOREVER else seconds
 
 
 def check_timeout(timeout: object) -> float | None:
-    """``timeout`` as seconds, or ``None`` (also for infinity); ``TypeError`` or
+    """``timeout`` as seconds, or ``None`` (no limit: also for anything at least
+    :data:`FOREVER`, which no lock or timer could hold); ``TypeError`` or
     ``ValueError`` if it is not a usable number of seconds."""
     if timeout is None:
         return None
@@ -110,4 +120,4 @@ def check_timeout(timeout: object) -> float | None:
         timeout = float(timeout)
     if not timeout >= 0:  # also catches NaN
         raise ValueError(f"timeout must be >= 0 or None, got {timeout}")
-    return None if timeout == math.inf else float(timeout)
+    return None if timeout >= FOREVER else float(timeout)

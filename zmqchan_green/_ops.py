@@ -13,11 +13,15 @@ served in one arrival order; they differ only in how they sleep and wake.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 from gevent.hub import Hub, Waiter
+from gevent.monkey import get_original
 
-__all__ = ["CANCELLED", "DONE", "PENDING", "GreenletOp", "Op"]
+__all__ = ["CANCELLED", "DONE", "PENDING", "GreenletOp", "Op", "ThreadOp"]
+
+_allocate_lock: Callable[[], Any] = get_original("_thread", "allocate_lock")
 
 PENDING = 0
 DONE = 1
@@ -29,6 +33,9 @@ class Op:
     (subclasses that wait in other threads guard it with a lock)."""
 
     __slots__ = ("error", "payload", "result", "state")
+
+    #: Whether the caller waits in the hub's thread (``False``: a native thread).
+    in_hub_thread: ClassVar[bool] = True
 
     def __init__(self, payload: Any) -> None:
         self.payload = payload
@@ -82,4 +89,41 @@ class GreenletOp(Op):
                 timer.close()
             if self.state == PENDING:
                 self.state = CANCELLED
+        return self.state == DONE
+
+
+class ThreadOp(Op):
+    """An op whose caller is a native thread, blocked on a real lock."""
+
+    __slots__ = ("_done", "_mutex")
+
+    in_hub_thread = False
+
+    def __init__(self, payload: Any) -> None:
+        super().__init__(payload)
+        self._mutex = _allocate_lock()
+        self._done = _allocate_lock()
+        self._done.acquire()
+
+    def finish(self, result: Any = None, error: BaseException | None = None) -> bool:
+        with self._mutex:  # against a cancel from the waiting thread
+            return super().finish(result, error)
+
+    def _notify(self) -> None:
+        self._done.release()
+
+    def wait(self, timeout: float | None) -> bool:
+        """Block this thread until finished (``True``) or ``timeout`` passes (``False``).
+
+        ``timeout`` must be ``None`` or at most ``threading.TIMEOUT_MAX`` (the
+        callers' checks make it so). If the wait ends by timeout or by an
+        exception (e.g. ``KeyboardInterrupt``), a still-pending op is cancelled.
+        """
+        try:
+            if self._done.acquire(True, -1 if timeout is None else timeout):
+                return True
+        finally:
+            with self._mutex:
+                if self.state == PENDING:
+                    self.state = CANCELLED
         return self.state == DONE

@@ -16,7 +16,7 @@ from gevent.queue import Queue
 
 from ._checks import Message, as_message, check_direction, check_linger, check_timeout
 from ._errors import ChannelBroken, ChannelClosed, SendError
-from ._pump import Pump, claim, release
+from ._pump import Pump
 from ._threads import ThreadPort
 
 __all__ = ["ChannelPair"]
@@ -80,13 +80,7 @@ class ChannelPair:
             raise TypeError(f"socket must be a zmq.Socket, not {type(socket).__name__}")
         tx_size = _size("tx_size", tx_size)
         rx_size = _size("rx_size", rx_size)
-        hub = gevent.get_hub()
-        address = claim(socket)
-        try:
-            self._pump = Pump(socket, address, hub, tx_size, rx_size, bool(copy))
-        except BaseException:
-            release(address)
-            raise
+        self._pump = Pump(socket, gevent.get_hub(), tx_size, rx_size, bool(copy))
         self._thread = _get_ident()
         self._port: ThreadPort | None = None
 
@@ -205,7 +199,7 @@ class ChannelPair:
         """The pair's :class:`ThreadPort`, through which native OS threads use it."""
         self._check_thread()
         if self._port is None:
-            self._port = ThreadPort(self)
+            self._port = ThreadPort(self._pump, owner=self)
         return self._port
 
     def spawn_thread(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> AsyncResult[T]:

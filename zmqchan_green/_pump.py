@@ -10,9 +10,13 @@ well, so appends that depend on its room happen under ``_lock``.
 * ``_tx``: accepted messages not yet handed to the socket, oldest first. Its
   room is ``tx_size``; a rendezvous pair (``tx_size == 0``) has room for one
   message, the pump's hand, and only while the socket was writable when the
-  pump last looked. A message whose first frames went out before ``EAGAIN``
-  stays at the front with ``_tx_offset`` frames done.
+  pump last looked. The pump sends the message at the head and removes it
+  only once libzmq took it whole, so the head is "in hand" while it is being
+  sent and nobody can slip a second message into a rendezvous.
 * ``_tx_wait``: senders blocked for room (:class:`~._ops.Op`, FIFO).
+* ``_parked`` (``ROUTER`` only): accepted messages for peers that answered
+  ``EAGAIN`` (``ROUTER_MANDATORY`` and the peer at its high-water mark), per
+  peer, in order. They count against ``tx_size`` like ``_tx``.
 * ``_rx`` / ``_rx_wait``: received messages not yet delivered, and receivers
   blocked for one. The pump gives a message to the first waiting receiver, or
   buffers it; it reads the socket only while there is a waiting receiver or
@@ -21,7 +25,7 @@ well, so appends that depend on its room happen under ``_lock``.
 * ``_calls``: ``call()`` requests, run between messages.
 * ``_gate``: created on first use of ``for_threads()``; native threads queue
   their ops there and the pump admits them into the queues above with the
-  same code that serves greenlets (see ``_threads``).
+  same code that serves greenlets (see ``_gate``).
 
 Fast paths. A sender with room and nobody queued ahead appends to ``_tx``
 itself; a receiver takes from ``_rx`` itself. Neither switches greenlets. Only
@@ -32,7 +36,7 @@ things wake it, each only if it is asleep, so there is never more than one
 wake-up in flight: the io watcher on ``ZMQ_FD`` (run by the hub), a greenlet
 that changed the state (a hub callback, or a zero-delay timer if the pump was
 already woken so in this loop iteration; never a direct switch), the
-threads' wake pipe (see ``_threads``), and timers (the close deadline, a send
+threads' wake pipe (see ``_gate``), and timers (the close deadline, a send
 back-off, and a slow keep-alive that notices a socket closed under us).
 
 Edge trigger. ``ZMQ_FD`` only signals *changes*, and only after libzmq has
@@ -40,11 +44,30 @@ been asked. So each round reads ``zmq.EVENTS`` once, does what it allows as a
 batch (sends while writable, receives while readable and there is room),
 and reads ``EVENTS`` again. The pump sleeps only right after an ``EVENTS``
 read that offered nothing it can act on; a wake-up that finds nothing just goes
-back to sleep. ``EAGAIN`` on the first send after ``EVENTS`` said writable (a
-``ROUTER_MANDATORY`` peer at its HWM: the socket is writable, that peer is
-not) stalls sending until the next FD event or a short back-off timer
-(1 ms doubling to 100 ms), instead of spinning. ``EAGAIN`` later in a batch
-only means the reading went stale: ``EVENTS`` is read again.
+back to sleep. ``EAGAIN`` on the first send of a batch stalls sending until the
+next FD event or a short back-off timer (1 ms doubling to 100 ms), instead of
+spinning; ``EAGAIN`` later in a batch only means the reading went stale:
+``EVENTS`` is read again.
+
+Rollback. ``EAGAIN`` on a frame after the first means libzmq tore down the
+pipe it was writing to and dropped the frames it already took; its load
+balancer (``PUSH``, ``DEALER``, ``REQ``) then also drops the frames that
+follow, up to the end of the message, if the refused frame had ``SNDMORE``.
+The pump never resumes at the refused frame (that would send a fragment): it
+ends libzmq's dropping with an empty last frame, which libzmq swallows, and
+sends the message again whole. (On ``REQ`` the envelope state is lost with
+the pipe, so the message is reported on ``errors`` instead.) ``sent`` counts
+only messages libzmq took whole.
+
+Slow peers. A ``ROUTER`` routes each message itself and ``EVENTS`` says nothing
+of the peer a message is for, so it is always treated as writable; with
+``ROUTER_MANDATORY`` a peer at its high-water mark answers ``EAGAIN``. That
+message is parked for its peer, and so is every later one to the same peer,
+while messages to other peers go on. Parked messages are retried on every FD
+event and on the back-off timer. While anything is parked a rendezvous has no
+fast path: waiting senders to other peers are taken one at a time and sent at
+once; senders to a parked peer keep waiting (their messages are not
+accepted), so a stalled peer holds back only its own senders.
 
 Fairness. One wake does at most ``_BATCH`` socket operations, then the pump
 yields to the hub through a zero-delay timer: unlike a callback, that lets the
@@ -53,16 +76,32 @@ loop go round, so I/O is polled and due timers fire before the pump goes on.
 Close. ``close()`` refuses new sends, fails queued senders, calls and
 receivers with ``ChannelClosed`` (the senders' messages were not accepted),
 stops reading the socket, and wakes the pump, which fixes one deadline
-(``linger``, or the socket's ``LINGER``), keeps handing ``_tx`` to the socket
-until it is empty or the deadline passes, closes the socket with what remains
-of the deadline, and records what never went out for ``close()`` to return.
-Receivers still get what was buffered, then ``ChannelClosed``.
+(``linger``, or the socket's ``LINGER``), keeps handing ``_tx`` and the parked
+messages to the socket until none is left or the deadline passes, closes the
+socket with what remains of the deadline, and records what never went out for
+``close()`` to return. Receivers (greenlets and threads alike) still get what
+was buffered, then ``ChannelClosed``. The finish path cannot be stopped by an
+exception: whatever the socket's ``close()`` does, the socket is released,
+every waiter wakes and ``close()`` returns.
 
 Breaking. A fatal ``ZMQError`` (``ETERM``, ``ENOTSOCK``...) or any unexpected
 exception ends the loop: the socket is closed with ``linger=0`` (so
 ``Context.term()`` returns), every waiter gets :class:`ChannelBroken` with the
 error as ``__cause__``, and what was accepted but never sent is kept for
 ``close()``.
+
+Fork. libzmq must not be used in a child process, and reading ``EVENTS`` there
+answers ``EINTR``, which pyzmq retries forever. A hook registered with
+``os.register_at_fork`` (which ``os.fork``, ``gevent.fork`` and
+``multiprocessing`` all run) turns every inherited pump into a broken one in
+the child: its watchers and timers stop, its greenlet is never woken again, its
+buffers are dropped (they belong to the parent), and nothing touches the socket.
+The keep-alive timer checks the pid as well, for forks that skip the hooks.
+
+Ownership. Open pumps are registered by the address of their libzmq socket.
+libzmq reuses an address as soon as a socket is freed, so an entry whose
+socket was closed (by ``Context.destroy()``, or by other code) no longer counts:
+wrapping the new socket takes the address over and wakes the old pump to break.
 """
 
 from __future__ import annotations
@@ -70,6 +109,7 @@ from __future__ import annotations
 import errno
 import os
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -83,10 +123,10 @@ from gevent.monkey import get_original
 from gevent.queue import Queue
 
 from ._errors import ChannelBroken, ChannelClosed, SendError, WouldBlock
+from ._gate import ABANDON, CALL, RECV, SEND, ThreadGate
 from ._ops import CANCELLED, DONE, PENDING, GreenletOp, Op
-from ._threads import ABANDON, CALL, RECV, SEND, ThreadGate
 
-__all__ = ["ERRORS_MAXSIZE", "Pump", "claim", "release"]
+__all__ = ["ERRORS_MAXSIZE", "Pump"]
 
 T = TypeVar("T")
 
@@ -102,9 +142,14 @@ _STALL_MIN = 0.001
 _STALL_MAX = 0.1
 #: Capacity of ``errors``; the oldest entry is dropped beyond it.
 ERRORS_MAXSIZE = 1000
+#: ``LINGER`` is a C int of milliseconds; longer means no limit (-1).
+_LINGER_MAX_MS = 2**31 - 1
 
 #: Errors after which the socket cannot be used any more.
 _FATAL = frozenset({zmq.ETERM, zmq.ENOTSOCK, errno.EBADF, errno.EFAULT, errno.EINVAL})
+#: Socket types whose sends go through libzmq's load balancer, which drops the
+#: rest of a message after a rollback (see "Rollback" above).
+_LOAD_BALANCED = frozenset({zmq.PUSH, zmq.DEALER, zmq.REQ})
 
 # The pump calls the compiled socket methods directly: pyzmq's Python layer
 # above them only adds argument handling the pump does not need.
@@ -118,24 +163,57 @@ _NOBLOCK = int(zmq.NOBLOCK)
 _NOBLOCK_MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
 _EVENTS = int(zmq.EVENTS)
 
-#: Addresses of the libzmq sockets owned by open pairs.
-_owned: set[int] = set()
+#: Open pumps by the address of their libzmq socket.
+_owned: dict[int, Pump] = {}
+#: Every pump not yet finished, for the fork hook.
+_live: weakref.WeakSet[Pump] = weakref.WeakSet()
 
 
-def claim(socket: zmq.Socket[Any]) -> int:
-    """Record that a pair owns ``socket``; ``ValueError`` if it is closed or taken."""
+def _claim(socket: zmq.Socket[Any], pump: Pump) -> int:
+    """Record that ``pump`` owns ``socket``; ``ValueError`` if it is closed or taken."""
     if socket.closed:
         raise ValueError("cannot wrap a closed socket")
     address = int(socket.underlying)
-    if address in _owned:
-        raise ValueError("this socket is already owned by an open ChannelPair")
-    _owned.add(address)
+    owner = _owned.get(address)
+    if owner is not None:
+        if not owner.socket.closed:
+            raise ValueError("this socket is already owned by an open ChannelPair")
+        owner.socket_lost()  # a freed socket's address, reused: the old pump breaks
+    _owned[address] = pump
     return address
 
 
-def release(address: int) -> None:
-    """Forget the owner of the socket at ``address``."""
-    _owned.discard(address)
+def _release(address: int, pump: Pump) -> None:
+    if _owned.get(address) is pump:
+        del _owned[address]
+
+
+def _after_fork_in_child() -> None:
+    for pump in list(_live):
+        pump.inherited()
+    _owned.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _write(sock: zmq.Socket[Any], msg: list[Any]) -> int:
+    """Hand ``msg`` to ``sock`` without blocking: ``-1`` if libzmq took it whole,
+    else the index of the frame it refused with ``EAGAIN``. Other errors raise."""
+    last = len(msg) - 1
+    i = 0
+    try:
+        while i < last:
+            _send(sock, msg[i], _NOBLOCK_MORE)
+            i += 1
+        _send(sock, msg[last], _NOBLOCK)
+    except zmq.Again:
+        return i
+    return -1
+
+
+class _Inherited(RuntimeError):
+    """The cause of a pair found in a child process after a fork."""
 
 
 class Pump:
@@ -149,20 +227,30 @@ class Pump:
     def __init__(
         self,
         socket: zmq.Socket[Any],
-        address: int,
         hub: Hub,
         tx_size: int,
         rx_size: int,
         copy: bool,
     ) -> None:
         self.socket = socket
+        self._address = _claim(socket, self)
+        try:
+            self._setup(socket, hub, tx_size, rx_size, copy)
+        except BaseException:
+            _release(self._address, self)
+            raise
+        _live.add(self)
+
+    def _setup(
+        self, socket: zmq.Socket[Any], hub: Hub, tx_size: int, rx_size: int, copy: bool
+    ) -> None:
         # The pump works on a plain (not green) view of the same libzmq socket:
         # no hidden waits, and no EVENTS read after every call.
-        self._plain: zmq.Socket[Any] = zmq.Socket.shadow(address)
-        self._address = address
+        self._plain: zmq.Socket[Any] = zmq.Socket.shadow(self._address)
         self.hub = hub
         self._loop = hub.loop
         self.thread_ident = _get_ident()
+        self._pid = os.getpid()
         self._gate: ThreadGate | None = None
         self._gate_signalled = False
         self.tx_size = tx_size
@@ -173,29 +261,32 @@ class Pump:
         # REQ and REP allow one message per turn: a second send or receive in
         # the same batch would hit EFSM, so each one waits for a fresh EVENTS.
         self._per_events = 1 if self.socket_type in (zmq.REQ, zmq.REP) else _BATCH
-        # A ROUTER routes each message itself: it drops or refuses (with
-        # ROUTER_MANDATORY: EHOSTUNREACH, or EAGAIN for a full peer) per
-        # message, and EVENTS says nothing of the peer a message is for.
-        self._always_writable = self.socket_type == zmq.ROUTER
+        # A ROUTER routes each message itself (see "Slow peers").
+        self._routes = self.socket_type == zmq.ROUTER
+        self._load_balanced = self.socket_type in _LOAD_BALANCED
 
         self._tx: deque[list[Any]] = deque()
         # Guards appends to _tx that depend on its room: threads append too.
         self._lock = _allocate_lock()
-        self._tx_offset = 0
         self._tx_wait: deque[Op] = deque()
+        self._parked: dict[bytes, deque[tuple[int, list[Any]]]] = {}
+        self._parked_count = 0
+        self._park_seq = 0
+        self._retry_parked = False
         self._rx: deque[list[Any]] = deque()
         self._rx_wait: deque[Op] = deque()
         self._calls: deque[Op] = deque()
         self._queues = {SEND: self._tx_wait, RECV: self._rx_wait, CALL: self._calls}
 
-        self._writable = self._always_writable or bool(_get_option(self._plain, _EVENTS) & _POLLOUT)
+        self._writable = self._routes or bool(_get_option(self._plain, _EVENTS) & _POLLOUT)
         self._send_stalled = False
         self._stall_delay = _STALL_MIN
-        self._stall_timer = self._loop.timer(_STALL_MIN)
+        self._stall_timer: Any = self._loop.timer(_STALL_MIN)
         self._rx_starved = False
 
         self.closing = False
         self.finished = False
+        self._forked = False
         self.broken: BaseException | None = None
         self._deadline: float | None = None
         self._deadline_timer: Any = None
@@ -205,6 +296,7 @@ class Pump:
 
         self.sent = 0
         self.received = 0
+        self.rollbacks = 0
         self.errors_raised = 0
         self.errors_dropped = 0
         self.wakeups = 0
@@ -216,7 +308,11 @@ class Pump:
         # closes its descriptor, and a watcher left on a closed descriptor makes
         # libev abort the process. The duplicate stays valid until we close it.
         self._fd = os.dup(_get_option(self._plain, zmq.FD))
-        self._io = self._loop.io(self._fd, 1)
+        try:
+            self._io = self._loop.io(self._fd, 1)
+        except BaseException:
+            os.close(self._fd)
+            raise
         self._keepalive = self._loop.timer(_KEEPALIVE, _KEEPALIVE, ref=False)
         self._yield_timer = self._loop.timer(0.0)
         self._wake_timer: Any = self._loop.timer(0.0)  # gevent's stubs lack .active
@@ -259,10 +355,17 @@ class Pump:
     def _on_event(self) -> None:
         # Runs in the hub: for FD events and timers.
         self._send_stalled = False
+        self._retry_parked = True
         sleeper = self._sleeper
         if sleeper is not None:
             self._sleeper = None
             sleeper.switch(None)
+
+    def _on_keepalive(self) -> None:
+        if os.getpid() != self._pid:  # forked without the fork hooks
+            self.inherited()
+        else:
+            self._on_event()
 
     def _on_gate_event(self) -> None:
         self._gate_signalled = True
@@ -276,6 +379,47 @@ class Pump:
             self._gate = ThreadGate(context, self._loop, self._on_gate_event)
         return self._gate
 
+    def socket_lost(self) -> None:
+        """The socket was closed under the pair and its address given to a new
+        one: wake the pump, which finds the socket closed and breaks."""
+        self._on_event()
+
+    def inherited(self) -> None:
+        """Make this pump, copied into a child process by a fork, a broken one
+        that never touches libzmq and never runs again."""
+        if self._forked:
+            return
+        self._forked = True
+        _live.discard(self)
+        self._lock = _allocate_lock()  # a parent's thread may have held it
+        self._sleeper = None
+        self.broken = _Inherited(
+            f"this pair was inherited across a fork: it belongs to process {self._pid}, "
+            f"this is process {os.getpid()}; make new pairs (on a new context) in the child"
+        )
+        self.closing = True
+        self.finished = True
+        for watcher in (self._io, self._keepalive, self._stall_timer, self._yield_timer):
+            watcher.close()
+        self._wake_timer.close()
+        if self._deadline_timer is not None:
+            self._deadline_timer.close()
+        os.close(self._fd)
+        if self._gate is not None:
+            self._gate.inherited()
+        # What the buffers hold belongs to the parent, which still delivers it.
+        self._tx.clear()
+        self._rx.clear()
+        self._parked.clear()
+        self._parked_count = 0
+        self._unsent = []
+        for queue in (self._tx_wait, self._calls, self._rx_wait):
+            while queue:
+                op = queue.popleft()
+                if op.in_hub_thread:  # native threads of the parent do not exist here
+                    op.finish(error=self.closed_error())
+        self._done.set()
+
     # ----------------------------------------------------- greenlet-side calls
 
     def closed_error(self) -> ChannelClosed:
@@ -288,8 +432,8 @@ class Pump:
 
     def _tx_has_room(self) -> bool:
         if self.tx_size:
-            return len(self._tx) < self.tx_size
-        return not self._tx and self._writable and not self._send_stalled
+            return len(self._tx) + self._parked_count < self.tx_size
+        return not self._tx and not self._parked_count and self._writable and not self._send_stalled
 
     def accept(self, frames: list[Any], op: Op | None = None) -> bool:
         """Take ``frames`` into ``_tx`` if there is room and nobody waits ahead.
@@ -453,7 +597,8 @@ class Pump:
 
     def after_finish(self) -> list[Any]:
         """A buffered message for a thread once the pump has stopped (any thread),
-        else the closed error: ``deque.popleft`` is atomic, so no pump is needed."""
+        else the closed error: ``deque.popleft`` is atomic, so no pump is needed.
+        (In a child after a fork the buffer was emptied: it is the parent's.)"""
         try:
             return self._rx.popleft()
         except IndexError:
@@ -507,13 +652,15 @@ class Pump:
         return {
             "sent": self.sent,
             "received": self.received,
-            "tx_pending": len(self._tx),
+            "tx_pending": len(self._tx) + self._parked_count,
             "rx_pending": len(self._rx),
             "tx_waiting": len(self._tx_wait),
             "rx_waiting": len(self._rx_wait),
             "errors": self.errors_raised,
             "errors_dropped": self.errors_dropped,
             "wakeups": self.wakeups,
+            "parked": self._parked_count,
+            "rollbacks": self.rollbacks,
         }
 
     # ------------------------------------------------------------- the pump
@@ -521,19 +668,23 @@ class Pump:
     def _pump_run(self) -> None:
         try:
             self._io.start(self._on_event)
-            self._keepalive.start(self._on_event)
-            while True:
+            self._keepalive.start(self._on_keepalive)
+            while not self._forked:
                 exhausted = self._pump_round()
-                if self.closing and (not self._tx or time.monotonic() >= self._pump_deadline()):
+                if self.closing and (
+                    not (self._tx or self._parked) or time.monotonic() >= self._pump_deadline()
+                ):
                     break
                 if exhausted:
                     self._pump_yield()
                 else:
                     self._pump_sleep()
         except BaseException as exc:  # fatal ZMQError, a bug, or a kill: never hang callers
-            self.broken = exc
+            if not self._forked:
+                self.broken = exc
         finally:
-            self._pump_finish()
+            if not self._forked:  # in a child, the parent's socket is not ours to touch
+                self._pump_finish()
 
     def _pump_sleep(self) -> None:
         sleeper = self._sleep_waiter
@@ -543,7 +694,8 @@ class Pump:
             sleeper.get()
         finally:
             self._sleeper = None
-            self._wake_timer.stop()
+            if not self._forked:
+                self._wake_timer.stop()
         self.wakeups += 1
 
     def _pump_yield(self) -> None:
@@ -554,7 +706,8 @@ class Pump:
         try:
             waiter.get()
         finally:
-            self._yield_timer.stop()
+            if not self._forked:
+                self._yield_timer.stop()
 
     def _pump_deadline(self) -> float:
         if self._deadline is None:
@@ -580,19 +733,15 @@ class Pump:
         if self._calls:
             self._pump_calls()
         if self.closing:
-            deadline = self._pump_deadline()
-            if deadline != self._timer_deadline and deadline != float("inf"):
-                if self._deadline_timer is not None:
-                    self._deadline_timer.close()
-                self._deadline_timer = self._loop.timer(max(deadline - time.monotonic(), 0.0))
-                self._deadline_timer.start(self._on_event)
-                self._timer_deadline = deadline
+            self._arm_deadline()
         budget = _BATCH
         plain = self._plain
         while True:
             events = _get_option(plain, _EVENTS)
-            self._writable = self._always_writable or bool(events & _POLLOUT)
+            self._writable = self._routes or bool(events & _POLLOUT)
             done = 0
+            if self._parked and self._retry_parked:
+                done += self._pump_parked()
             if self._writable and not self._send_stalled and (self._tx or self._tx_wait):
                 done += self._pump_send(min(budget, self._per_events))
             if events & _POLLIN and not self.closing:
@@ -606,63 +755,98 @@ class Pump:
             if not done:
                 return False
 
-    def _next_tx(self) -> list[Any] | None:
-        """The next message to hand over: the oldest accepted one, else the
-        first waiting sender's, taken (accepted) now."""
-        if self._tx:
-            return self._tx.popleft()
-        while self._tx_wait:
-            op = self._tx_wait.popleft()
-            # An op without a message only waited to learn there is room.
-            if op.finish() and op.payload is not None:
-                return op.payload  # type: ignore[no-any-return]
+    def _arm_deadline(self) -> None:
+        deadline = self._pump_deadline()
+        if deadline != self._timer_deadline and deadline != float("inf"):
+            if self._deadline_timer is not None:
+                self._deadline_timer.close()
+            self._deadline_timer = self._loop.timer(max(deadline - time.monotonic(), 0.0))
+            self._deadline_timer.start(self._on_event)
+            self._timer_deadline = deadline
+
+    def _take_waiting(self) -> list[Any] | None:
+        """Accept the first waiting sender's message into the pump's hand (the
+        head of ``_tx``, which is empty) and return it; ``None`` if none waits.
+
+        Ops without a message only waited to learn there is room: they are
+        finished on the way. Senders to a parked peer keep waiting.
+        """
+        waiting = self._tx_wait
+        with self._lock:
+            if self._parked:
+                return self._take_routable()
+            while waiting:
+                op = waiting.popleft()
+                if op.finish() and op.payload is not None:
+                    self._tx.append(op.payload)
+                    return op.payload  # type: ignore[no-any-return]
+        return None
+
+    def _take_routable(self) -> list[Any] | None:
+        parked = self._parked
+        for op in list(self._tx_wait):
+            if op.state != PENDING:
+                _discard(self._tx_wait, op)
+                continue
+            msg = op.payload
+            if msg is not None and bytes(msg[0]) in parked:
+                continue
+            _discard(self._tx_wait, op)
+            if op.finish() and msg is not None:
+                self._tx.append(msg)
+                return msg  # type: ignore[no-any-return]
         return None
 
     def _admit_waiting(self) -> None:
         """Queue(N) semantics: freed places go to the longest-waiting senders
         (once per batch, so a thousand blocked senders cost one lock, not one each)."""
-        if self._tx_wait and len(self._tx) < self.tx_size:
+        if self._tx_wait and self._tx_has_room():
             with self._lock:
-                while self._tx_wait and len(self._tx) < self.tx_size:
+                while self._tx_wait and self._tx_has_room():
                     op = self._tx_wait.popleft()
                     if op.finish() and op.payload is not None:
                         self._tx.append(op.payload)
 
     def _pump_send(self, budget: int) -> int:
+        """Hand messages to the socket, oldest first; returns how many it dealt with."""
         plain = self._plain
+        tx = self._tx
         n = sent = 0
         try:
             while n < budget:
-                msg = self._next_tx()
+                if tx:
+                    msg: list[Any] | None = tx[0]
+                else:
+                    msg = self._take_waiting()
                 if msg is None:
                     break
-                i, self._tx_offset = self._tx_offset, 0
-                last = len(msg) - 1
+                if self._parked and bytes(msg[0]) in self._parked:
+                    self._park(msg)  # behind the messages already waiting for its peer
+                    n += 1
+                    continue
                 try:
-                    while i < last:
-                        _send(plain, msg[i], _NOBLOCK_MORE)
-                        i += 1
-                    _send(plain, msg[last], _NOBLOCK)
-                except zmq.Again:
-                    self._tx.appendleft(msg)
-                    self._tx_offset = i
-                    if n == 0:
-                        self._stall()
-                    break
+                    refused = _write(plain, msg)
                 except zmq.ZMQError as exc:
                     if exc.errno in _FATAL:
-                        self._tx.appendleft(msg)
-                        self._tx_offset = i
-                        raise
+                        raise  # the message stays at the head, for close() to return
+                    tx.popleft()
                     self._report(msg, exc)
-                except BaseException:
-                    # Not the message's fault we can name: keep it for close().
-                    self._tx.appendleft(msg)
-                    self._tx_offset = i
-                    raise
-                else:
+                    n += 1
+                    continue
+                if refused < 0:
+                    tx.popleft()
                     sent += 1
-                n += 1
+                    n += 1
+                    continue
+                if refused:
+                    self._rolled_back(msg, refused)
+                elif self._routes:
+                    self._park(msg)
+                    n += 1
+                    continue
+                if n == 0:
+                    self._stall()
+                break
         finally:
             self.sent += sent
             self._admit_waiting()
@@ -670,8 +854,67 @@ class Pump:
             self._stall_delay = _STALL_MIN
         return n
 
+    def _rolled_back(self, msg: list[Any], refused: int) -> None:
+        """libzmq refused frame ``refused`` of ``msg`` (at the head of ``_tx``) and
+        dropped the frames before it: a pipe was torn down mid-message."""
+        self.rollbacks += 1
+        if self._load_balanced and refused < len(msg) - 1:
+            # The refused frame had SNDMORE, so libzmq now drops frames until a
+            # last one: give it an empty last frame to drop.
+            _send(self._plain, b"", _NOBLOCK)
+        if self.socket_type == zmq.REQ:
+            self._tx.popleft()  # REQ lost its envelope with the pipe: cannot resend
+            self._report(msg, zmq.ZMQError(zmq.EAGAIN, "REQ peer went away mid-message"))
+
+    def _park(self, msg: list[Any]) -> None:
+        """Move the head of ``_tx`` (``msg``) to its peer's parked messages."""
+        with self._lock:  # tx shrinks and parked grows in one step for accept()
+            self._tx.popleft()
+            self._parked.setdefault(bytes(msg[0]), deque()).append((self._park_seq, msg))
+            self._park_seq += 1
+            self._parked_count += 1
+        if not self._stall_timer.active:
+            self._arm_stall_timer()
+
+    def _pump_parked(self) -> int:
+        """Retry parked messages, each peer's in order, until its peer refuses."""
+        self._retry_parked = False
+        plain = self._plain
+        parked = self._parked
+        n = sent = 0
+        try:
+            for peer in list(parked):
+                waiting = parked[peer]
+                while waiting:
+                    msg = waiting[0][1]
+                    try:
+                        refused = _write(plain, msg)
+                    except zmq.ZMQError as exc:
+                        if exc.errno in _FATAL:
+                            raise
+                        self._report(msg, exc)  # e.g. EHOSTUNREACH: the peer left
+                    else:
+                        if refused >= 0:
+                            break
+                        sent += 1
+                    waiting.popleft()
+                    self._parked_count -= 1
+                    n += 1
+                if not waiting:
+                    del parked[peer]
+        finally:
+            self.sent += sent
+        if parked:
+            if n:
+                self._stall_delay = _STALL_MIN
+            self._arm_stall_timer()
+        return n
+
     def _stall(self) -> None:
         self._send_stalled = True
+        self._arm_stall_timer()
+
+    def _arm_stall_timer(self) -> None:
         self._stall_timer.close()
         self._stall_timer = self._loop.timer(self._stall_delay)
         self._stall_timer.start(self._on_event)
@@ -719,50 +962,90 @@ class Pump:
                 fn, args, kwargs = op.payload
                 try:
                     result = fn(self.socket, *args, **kwargs)
-                except BaseException as exc:
-                    op.finish(error=exc)  # its caller hears of it, whatever it is
-                    if isinstance(exc, gevent.GreenletExit):
-                        raise  # the pump itself was killed while fn ran
+                except BaseException as exc:  # GreenletExit too: fn's, for its caller
+                    op.finish(error=exc)
                 else:
                     op.finish(result)
 
+    def _unsent_messages(self) -> list[list[Any]]:
+        """What was accepted and never handed over, oldest first: parked
+        messages (all older than ``_tx``), then ``_tx``."""
+        parked = sorted(entry for waiting in self._parked.values() for entry in waiting)
+        return [msg for _, msg in parked] + list(self._tx)
+
     def _pump_finish(self) -> None:
-        with self._lock:
-            self.closing = True  # from here on nobody appends to _tx
-        self._io.close()
-        os.close(self._fd)
-        self._keepalive.close()
-        self._stall_timer.close()
+        """Release everything, whatever fails on the way: the socket stops being
+        owned, every waiter wakes and ``close()`` returns."""
+        try:
+            with self._lock:
+                self.closing = True  # from here on nobody appends to _tx
+            self._stop_watching()
+            self._close_socket()
+        finally:
+            _release(self._address, self)
+            _live.discard(self)
+            self._unsent = self._unsent_messages()
+            self._tx.clear()
+            self._parked.clear()
+            self._parked_count = 0
+            self.finished = True
+            try:
+                if self._gate is not None:
+                    for kind, op in self._gate.close():
+                        if kind == ABANDON:
+                            self.abandon(*op)
+                        else:
+                            self._admit(kind, op)  # receivers still get what is buffered
+            finally:
+                self._fail_all(self._tx_wait)
+                self._fail_all(self._calls)
+                self._fail_all(self._rx_wait)
+                self._done.set()
+
+    def _stop_watching(self) -> None:
+        for watcher in (self._io, self._keepalive, self._stall_timer, self._yield_timer):
+            watcher.close()
+        self._wake_timer.close()
         if self._deadline_timer is not None:
             self._deadline_timer.close()
-        self._yield_timer.close()
-        self._wake_timer.close()
+        os.close(self._fd)
+
+    def _close_socket(self) -> None:
+        """Close the socket with what remains of the deadline (``0`` if broken)."""
         linger = 0  # broken: nothing more can be flushed, and term() must not wait
         if self.broken is None:
             remaining = self._pump_deadline() - time.monotonic()
-            linger = -1 if remaining == float("inf") else max(0, int(remaining * 1000))
-        _close_quietly(self.socket, linger)
-        release(self._address)
-        self._unsent = list(self._tx)
-        self._tx.clear()
-        self.finished = True
-        if self._gate is not None:
-            for kind, op in self._gate.close():
-                if kind == ABANDON:
-                    self.abandon(*op)
-                else:
-                    op.finish(error=self.closed_error())
-        self._fail_all(self._tx_wait)
-        self._fail_all(self._calls)
-        self._fail_all(self._rx_wait)
-        self._done.set()
+            ms = remaining * 1000
+            linger = -1 if ms > _LINGER_MAX_MS else max(0, int(ms))
+        _close_socket(self.socket, linger)
 
 
-def _close_quietly(socket: zmq.Socket[Any], linger: int | None) -> None:
+def _close_socket(socket: zmq.Socket[Any], linger: int) -> None:
+    """Close ``socket`` with ``linger`` (ms), whatever its class does.
+
+    A subclass may override ``close()`` without a ``linger`` parameter, or fail
+    in it: then ``LINGER`` is set as an option and its ``close()`` called
+    without arguments, and if the socket is still open after that, pyzmq's own
+    ``close`` closes it.
+    """
+    if socket.closed:
+        return  # closed under us already: nothing left to free
     try:
-        socket.close(linger=linger)
-    except zmq.ZMQError:
-        pass  # closed under us already: nothing left to free
+        try:
+            socket.close(linger=linger)
+        except TypeError:
+            if socket.closed:
+                raise
+            zmq.Socket.set(socket, zmq.LINGER, linger)
+            socket.close()
+    except Exception:
+        pass  # the socket's own close failed: ours below still frees it
+    finally:
+        if not socket.closed:
+            try:
+                zmq.Socket.close(socket, linger)
+            except zmq.ZMQError:
+                pass  # nothing left that could be freed
 
 
 def _discard(queue: deque[Op], op: Op) -> None:

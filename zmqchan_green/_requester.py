@@ -24,10 +24,9 @@ import zmq
 
 from ._checks import Message, as_message, check_linger, check_timeout
 from ._errors import ChannelBroken, ChannelClosed
-from ._ops import GreenletOp, Op
+from ._ops import GreenletOp, Op, ThreadOp
 from ._pair import ChannelPair
 from ._pump import Pump
-from ._threads import ThreadOp
 
 __all__ = ["Requester", "ThreadRequester"]
 
