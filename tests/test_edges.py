@@ -61,11 +61,22 @@ def test_bad_messages_are_refused_in_the_caller(pushpull, msg, error, names):
 def test_buffers_are_snapshotted_and_made_contiguous(pushpull):
     tx, rx = pushpull(4, 4)
     mutable = bytearray(b"before")
+    behind_a_view = bytearray(b"hidden")
     strided = memoryview(b"abcdef")[::2]  # read-only, not contiguous
-    tx.send([mutable, strided])
+    tx.send([mutable, memoryview(behind_a_view).toreadonly(), strided])
     mutable[:] = b"AFTER!"
-    assert rx.recv(timeout=5) == [b"before", b"ace"]
+    behind_a_view[:] = b"CHANGE"  # the view is read-only, its memory is not
+    assert rx.recv(timeout=5) == [b"before", b"hidden", b"ace"]
     assert not tx.closed
+
+
+def test_views_of_bytes_are_not_copied():
+    from zmqchan_green._checks import as_message
+
+    data = b"immutable"
+    frame = as_message([memoryview(data)[2:]])[0]
+    assert isinstance(frame, memoryview)
+    assert frame.obj is data  # no copy: nobody can change the bytes behind it
 
 
 def test_constructor_failure_leaves_the_socket_with_the_caller(make_socket, make_pair, monkeypatch):
@@ -126,7 +137,9 @@ def test_errors_queue_refuses_other_threads(pushpull):
 # ------------------------------------------------------------ call() misuse
 
 
-@pytest.mark.parametrize("exc_type", [SystemExit, KeyboardInterrupt, gevent.Timeout])
+@pytest.mark.parametrize(
+    "exc_type", [SystemExit, KeyboardInterrupt, gevent.Timeout, gevent.GreenletExit]
+)
 def test_call_raising_a_base_exception_reaches_the_caller(pushpull, exc_type):
     tx, rx = pushpull()
 

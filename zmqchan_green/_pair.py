@@ -66,6 +66,20 @@ class ChannelPair:
     in its order; each received message goes to exactly one receiver; for
     every ``send`` that returned, the message was handed to the socket or is
     returned by :meth:`close`.
+
+    At the edges: a message libzmq rolled back because its peer went away
+    mid-message goes out again whole (never as a fragment); on a ``ROUTER``
+    with ``ROUTER_MANDATORY``, a peer that cannot take a message holds back only
+    its own messages. A pair belongs to the process that made it: in a child
+    after a fork it never touches the socket, uses no CPU, reports
+    ``closed``, and every call raises :class:`ChannelBroken` (its cause says it
+    was inherited across a fork); make new pairs on a new context there.
+
+    ``Context.term()`` must not be called from the pair's own hub thread while
+    the pair is open: it blocks that thread until every socket is closed, and
+    the pump that would close this one needs the thread. Close the pairs
+    first, or use ``Context.destroy()``; ``term()`` from another thread is fine
+    (the pair breaks with ``ETERM`` and closes its socket).
     """
 
     def __init__(

@@ -666,6 +666,8 @@ class Pump:
     # ------------------------------------------------------------- the pump
 
     def _pump_run(self) -> None:
+        if self._forked:
+            return  # forked before it ever ran: the watchers are closed already
         try:
             self._io.start(self._on_event)
             self._keepalive.start(self._on_keepalive)
