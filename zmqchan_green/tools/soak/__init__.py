@@ -6,11 +6,14 @@ Theory of operation
 Greenlets and native threads move messages through six *lanes* (DEALER ->
 ROUTER, echoed back, and PUSH -> PULL, over tcp and inproc) for a set time,
 while a fault injector kills senders and receivers, times out sends and
-receives, stalls receivers, closes and replaces sending pairs and restarts
-peers. Every attempt is recorded as it happens; at the end, after the senders
-stopped, the receivers drained and every pair was closed and swept, every
-accepted message must have been delivered exactly once (in order where order
-is defined), returned by ``close()`` or reported on ``errors``; the only loss
+receives, stalls receivers, closes and replaces sending pairs, restarts
+peers, has peers reconnect mid-message (so libzmq rolls messages back) and
+puts a peer that stops reading on a ROUTER (so the pair parks its messages,
+while the lane's own peer must still be served at once). Every attempt is
+recorded as it happens; at the end, after the senders stopped, the receivers
+drained and every pair was closed and swept, every accepted message must have
+been delivered exactly once and whole (in order where order is defined),
+returned by ``close()`` or reported on ``errors``; the only loss
 allowed is what libzmq may drop at a fault of a kind that drops, bounded by
 what its queues hold, and it is stated. A watchdog thread makes sure the run
 ends instead of hanging.
@@ -24,6 +27,9 @@ Each part has its own module, and its own part of the theory:
 * :mod:`.workers`: the sending and receiving greenlets, the echo consumer and
   the native threads, with their deadlines;
 * :mod:`.faults`: the fault injector;
+* :mod:`.churn`: the peer that reconnects mid-message (``peer_churn``);
+* :mod:`.stall`: the ROUTER peer that stops reading (``router_peer_stall``),
+  and the account of its replies;
 * :mod:`.losses`: which faults may make libzmq drop messages, and how many;
 * :mod:`.accounting`: the final accounting and the invariants;
 * :mod:`.report`: the JSON document and the summary;

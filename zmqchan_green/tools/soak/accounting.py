@@ -15,15 +15,21 @@ not behind the fault: a pipe is FIFO, so a message older than one already
 delivered from the same (sender, sending pair) had left libzmq before the
 fault, and a message attempted after the new receiving pair got its first
 message rides behind that one on a live connection. Each such fault may cost
-at most what libzmq's queues hold (:data:`~.lanes.LOSS_CAPACITY`). Anything
-else is a loss, and a failure.
+at most what libzmq's queues hold (:data:`~.lanes.LOSS_CAPACITY`); where
+several faults could have dropped a message, it is attributed so that each
+stays within that if it can. Anything else is a loss, and a failure.
+
+A ``peer_churn`` is one event however many times it tore the connection
+down; it may cost what libzmq's queues hold once per teardown.
 
 The pairs' own counters are checked against the tally too: for each sending
 pair, handed to the socket + returned + reported lies between the accepted and
 the accepted-plus-maybe messages, and no more messages count as lost in
 libzmq than were handed to the socket and never arrived; for each receiving
-pair, read from the socket == delivered to receivers; for each ROUTER pair,
-echoes handed + returned + reported == echoes accepted.
+pair, read from the socket == delivered to receivers (stalled peers' requests
+included); for each ROUTER pair, handed + returned + reported == echoes plus
+stalled peers' replies accepted. Stalled peers are accounted on their own
+(:meth:`~.stall.StalledPeer.account`).
 
 The per-attempt bytes are scanned at C speed: outcome and fate are OR-ed into
 one byte per attempt, counted with a :class:`~collections.Counter`, and the
@@ -37,7 +43,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
-from .lanes import ECHO, LOSS_CAPACITY, Topology
+from .lanes import ECHO, LOSS_CAPACITY, Lane, RxGen, Topology, TxGen
 from .ledger import (
     ACC,
     DLV,
@@ -79,6 +85,8 @@ class Tally:
     echo_lost_by_cause: Counter[str]
     #: The faults that cost more than libzmq's queues can hold.
     over_capacity: list[LossEvent]
+    #: The stalled peers' requests and replies, by fate, summed.
+    stalled: Counter[str]
 
 
 class Accounting:
@@ -95,19 +103,19 @@ class Accounting:
 
     def run(self) -> Tally:
         """Check every invariant (a failed one is a problem in the ledger); the totals."""
-        for tx in self.topology.tx_gens:
-            stats = tx.pair.stats()
-            tx.sent, tx.errors = stats["sent"], stats["errors"]
-            tx.errors_dropped, tx.received = stats["errors_dropped"], stats["received"]
-        for rx in self.topology.rx_gens:
-            stats = rx.pair.stats()
-            rx.sent, rx.errors = stats["sent"], stats["errors"]
-            rx.errors_dropped, rx.received = stats["errors_dropped"], stats["received"]
+        pairs: list[TxGen | RxGen] = [*self.topology.tx_gens, *self.topology.rx_gens]
+        for pair in pairs:
+            stats = pair.pair.stats()
+            pair.sent, pair.errors = stats["sent"], stats["errors"]
+            pair.errors_dropped, pair.received = stats["errors_dropped"], stats["received"]
+            pair.rollbacks = stats["rollbacks"]
 
         totals: Counter[str] = Counter()
         lost_by_cause: Counter[str] = Counter()
         echo_lost_by_cause: Counter[str] = Counter()
         per_tx: dict[int, Counter[str]] = {tx.gen: Counter() for tx in self.topology.tx_gens}
+        #: (lane, the indices of the lane's loss events that could have dropped it).
+        lost_in_libzmq: list[tuple[int, list[int]]] = []
         for sender in self.ledger.senders.values():
             n = sender.attempts
             outcome = bytes(sender.outcome[:n])
@@ -128,23 +136,28 @@ class Accounting:
                 self._classify(value, count, sender, totals)
             for match in re.finditer(b"\x01", combined):  # accepted, and nothing more
                 seq = match.start()
-                cause = self._loss_cause(sender, seq)
-                if cause is None:
+                lost_gen = gen_at(sender.gens, seq)
+                assert lost_gen is not None
+                covering = self._covering(lane, sender.sid, lost_gen, seq)
+                if not covering:
                     self.ledger.problem(
                         f"LOST: sender {sender.sid} (lane {sender.lane}) message {seq}: "
                         "accepted, never delivered nor returned"
                     )
                     totals["lost"] += 1
                 else:
-                    lost_by_cause[cause] += 1
-                    lost_gen = gen_at(sender.gens, seq)
-                    assert lost_gen is not None
+                    lost_in_libzmq.append((lane.index, covering))
                     per_tx[lost_gen]["libzmq_lost"] += 1
             if lane.spec.kind == ECHO:
                 self._account_echo(sender, fwd, echo, totals, echo_lost_by_cause)
+        self._attribute(lost_in_libzmq, lost_by_cause)
         self._check_counters(per_tx, totals)
         over_capacity = self._check_capacity()
-        return Tally(totals, lost_by_cause, echo_lost_by_cause, over_capacity)
+        stalled: Counter[str] = Counter()
+        for peer in self.ledger.stalled_peers.values():
+            stalled.update(peer.account())
+        totals["stall_lost"] = stalled["lost"]
+        return Tally(totals, lost_by_cause, echo_lost_by_cause, over_capacity, stalled)
 
     def _classify(self, value: int, count: int, sender: Sender, totals: Counter[str]) -> None:
         """Tally ``count`` attempts whose outcome | fate byte is ``value``."""
@@ -180,15 +193,41 @@ class Accounting:
             else:
                 totals["maybe_undelivered"] += count
 
-    def _loss_cause(self, sender: Sender, seq: int) -> str | None:
-        """Why libzmq may have dropped this accepted message; ``None``: it may not have."""
-        gen = gen_at(sender.gens, seq)
-        assert gen is not None
-        for event in self.lanes[sender.lane].loss_events:
-            if event.covers(sender.sid, gen, seq):
-                event.lost += 1
-                return event.kind
-        return None
+    def _covering(self, lane: Lane, sid: int, gen: int, seq: int) -> list[int]:
+        """The lane's loss events that could have dropped message ``seq`` of ``sid``
+        through sending pair ``gen`` (indices, oldest first)."""
+        covering = []
+        for i, event in enumerate(lane.loss_events):
+            if seq <= event.low.get((sid, gen), -1):
+                break  # delivered after it before this fault, and so before every later one
+            if event.covers(sid, gen, seq):
+                covering.append(i)
+        return covering
+
+    def _attribute(self, lost: list[tuple[int, list[int]]], lost_by_cause: Counter[str]) -> None:
+        """Attribute each message lost in libzmq to one fault that could have dropped it.
+
+        Several faults may cover one message (a sender with nothing delivered
+        between two restarts); each fault may cost at most what the queues
+        hold. Messages whose last candidate comes first are placed first, each
+        with its oldest candidate that has room: when the candidates of each
+        message are consecutive faults (their bounds only grow; only another
+        sending pair's recycle can come between), this fits them all if any
+        assignment does. One that fits nowhere goes to its oldest candidate,
+        which then reports more than it can hold.
+        """
+        lost.sort(key=lambda item: (item[0], item[1][-1]))
+        for index, covering in lost:
+            lane = self.lanes[index]
+            events = lane.loss_events
+            capacity = LOSS_CAPACITY[lane.spec.transport]
+            chosen = events[covering[0]]
+            for i in covering:
+                if events[i].lost < capacity * events[i].teardowns:
+                    chosen = events[i]
+                    break
+            chosen.lost += 1
+            lost_by_cause[chosen.kind] += 1
 
     def _account_echo(
         self,
@@ -275,11 +314,12 @@ class Accounting:
                 )
             if self.lanes[rx.lane].spec.kind == ECHO:
                 out = rx.sent + rx.returned + rx.errors
-                if out != rx.echo_accepted:
+                if out != rx.echo_accepted + rx.stall_accepted:
                     totals["counter_mismatches"] += 1
                     self.ledger.problem(
                         f"ROUTER pair {rx.gen}: handed {rx.sent} + returned {rx.returned} + "
-                        f"reported {rx.errors} != {rx.echo_accepted} echoes accepted"
+                        f"reported {rx.errors} != {rx.echo_accepted} echoes + "
+                        f"{rx.stall_accepted} stalled peers' replies accepted"
                     )
                 if rx.errors_dropped:
                     self.ledger.problem(
@@ -290,8 +330,8 @@ class Accounting:
         """The faults that cost more than libzmq's queues on their lane can hold."""
         over_capacity = []
         for lane in self.lanes:
-            capacity = LOSS_CAPACITY[lane.spec.transport]
             for e in lane.loss_events:
+                capacity = LOSS_CAPACITY[lane.spec.transport] * e.teardowns
                 if max(e.lost, e.echo_lost) > capacity:
                     over_capacity.append(e)
                     self.ledger.problem(

@@ -90,11 +90,13 @@ def add_soak_command(
         description=(
             "Move messages through DEALER->ROUTER (echoed) and PUSH->PULL pairs over tcp and "
             "inproc, from greenlets and native threads at once, while killing senders and "
-            "receivers, timing out sends and receives, closing and replacing pairs and "
-            "restarting peers. At the end every accepted message must have been delivered "
-            "once, in order where order is defined, or returned by close(); the only loss "
-            "allowed is what libzmq dropped at an injected fault of that kind, and it is "
-            "stated. Exits 0 if every invariant held, 1 otherwise."
+            "receivers, timing out sends and receives, closing and replacing pairs, "
+            "restarting peers, having peers reconnect mid-message and putting a peer that "
+            "stops reading on a ROUTER. At the end every accepted message must have been "
+            "delivered once, whole, in order where order is defined, returned by close() or "
+            "reported on errors; the only loss allowed is what libzmq dropped at an injected "
+            "fault of that kind, and it is stated. Exits 0 if every invariant held, 1 "
+            "otherwise."
         ),
     )
     parser.add_argument(

@@ -158,6 +158,10 @@ class Soak:
             echo = self.topology.lanes[rx.lane].spec.kind == ECHO
             for frames in leftovers(rx.pair):
                 ledger.count_info("swept", 1)
+                peer = ledger.stalled_peers.get(frames[0]) if echo else None
+                if peer is not None:
+                    ledger.stall_swept(peer, frames, rx)
+                    continue
                 got = ledger.deliver(frames, rx, sweeper)
                 if got is not None and echo:
                     sender, seq = got

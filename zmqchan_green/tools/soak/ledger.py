@@ -25,6 +25,25 @@ The ledger also keeps, per (sender, sending pair), the highest sequence number
 delivered so far (and likewise for echoes): a fault that may make libzmq drop
 messages takes a copy of these as the lower bound of what it can have dropped
 (:class:`~.losses.LossEvent`).
+
+Fragments. Every message is checked against what its attempt sent
+(:func:`~.messages.unpack`): its header (sender, sending pair, sequence
+number: unique to the attempt) says how many frames follow, and its last
+frame is a BLAKE2b digest over the header and every payload frame with its
+length. A message missing frames, or with extra ones, has the wrong count; a
+message whose frames come from two attempts (the head of one and the tail of
+another), or whose frame boundaries moved, has a header and a digest that do
+not match; a tail without its header has no header at all. Each is a
+``checksum_errors`` problem, and fails the run; such a message never counts
+as delivered either, so the accounting misses it as well. Echoes are checked
+the same way, plus their trailing ROUTER generation frame; the stalled peers'
+requests and replies are compared with what was sent, frame by frame
+(:mod:`.stall`).
+
+Messages for and from stalled ROUTER peers (the ``router_peer_stall`` fault)
+are recognised by the identity frame and handed to their own record
+(:class:`~.stall.StalledPeer`), wherever they turn up: read by the consumer,
+reported on ``errors``, returned by ``close()`` or swept.
 """
 
 from __future__ import annotations
@@ -32,15 +51,18 @@ from __future__ import annotations
 import sys
 from bisect import bisect_right
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gevent
 
 from ... import SendError
 from ..common import real_lock
-from .lanes import ECHO, Lane, RxGen, TxGen
+from .lanes import ECHO, Lane, PeerGen, RxGen, TxGen
 from .losses import LossEvent
 from .messages import GEN, unpack
+
+if TYPE_CHECKING:
+    from .stall import StalledPeer
 
 __all__ = [
     "ACC",
@@ -203,6 +225,12 @@ class Ledger:
         self.phantoms = 0
         self.misrouted = 0
         self.stalls = 0
+        #: Stalls during which the lane's own DEALER waited too long (see :mod:`.stall`).
+        self.hol_blocked = 0
+        #: The most messages a pair held parked, as sampled.
+        self.parked_high_water = 0
+        #: Every stalled peer, by identity (hub greenlets only).
+        self.stalled_peers: dict[bytes, StalledPeer] = {}
         self.faults: Counter[str] = Counter()
         self.info: Counter[str] = Counter()
         self.problems: list[str] = []
@@ -278,7 +306,7 @@ class Ledger:
 
     def _mark_echo(self, msg: list[Any], bit: int, what: str) -> None:
         """An echo ``[identity, header, payload, checksum, gen]`` came back unsent."""
-        parsed = self._parse(msg[1:4], f"echo {what}")
+        parsed = self._parse(msg[1:-1], f"echo {what}")
         if parsed is None:
             return
         sender, _gen, seq = parsed
@@ -294,14 +322,21 @@ class Ledger:
             for msg in returned:
                 self._mark_returned(msg, tx)
 
-    def echoes_returned_by_close(self, returned: list[list[Any]]) -> None:
-        """What ``close()`` of a ROUTER pair gave back: echoes returned, not lost."""
-        with self.lock:
-            for msg in returned:
+    def echoes_returned_by_close(self, returned: list[list[Any]], rx: RxGen) -> None:
+        """What ``close()`` of a ROUTER pair gave back: echoes (and replies to
+        stalled peers) returned, not lost."""
+        for msg in returned:
+            peer = self.stalled_peers.get(msg[0])
+            if peer is not None:
+                peer.returned(msg, rx.gen)
+                continue
+            with self.lock:
                 self._mark_echo(msg, ERET, "returned by close()")
                 self.echo_returned += 1
 
-    def deliver(self, frames: list[Any], rx: RxGen, worker: Worker) -> tuple[Sender, int] | None:
+    def deliver(
+        self, frames: list[Any], rx: RxGen | PeerGen, worker: Worker
+    ) -> tuple[Sender, int] | None:
         """A message taken from a receiving pair; the sender and seq if it checked out."""
         with self.lock:
             self.progress += 1
@@ -350,11 +385,11 @@ class Ledger:
             self.progress += 1
             tx.echo_delivered += 1
             where = f"lane {tx.lane} echo on pair {tx.gen} ({worker.name})"
-            if len(frames) != 4 or len(frames[3]) != GEN.size:
+            if len(frames) < 4 or len(frames[-1]) != GEN.size:
                 self.checksum_errors += 1
                 self.problem(f"{where}: malformed echo of {len(frames)} frame(s)")
                 return
-            parsed = self._parse(frames[:3], where)
+            parsed = self._parse(frames[:-1], where)
             if parsed is None:
                 return
             sender, gen, seq = parsed
@@ -372,7 +407,7 @@ class Ledger:
                 self.problem(f"{where}: echo of a message the echo peer never received")
             sender.echo[seq] = flags | EDLV
             self.echo_delivered += 1
-            (rgen,) = GEN.unpack(bytes(frames[3]))
+            (rgen,) = GEN.unpack(bytes(frames[-1]))
             key = (sender.sid, gen, rgen)
             if seq > self.max_echo.get(key, -1):
                 self.max_echo[key] = seq
@@ -387,7 +422,7 @@ class Ledger:
                     )
                 worker.last[key] = seq
 
-    def echo_outcome(self, sender: Sender, seq: int, rx: RxGen, accepted: bool) -> None:
+    def echo_outcome(self, sender: Sender, seq: int, rx: RxGen | PeerGen, accepted: bool) -> None:
         """Whether the echo of ``seq`` was accepted by the ROUTER pair ``rx`` (or refused,
         or never offered: its pair was closed first)."""
         with self.lock:
@@ -418,9 +453,33 @@ class Ledger:
         queue = rx.pair.errors
         while not queue.empty():
             err: SendError = queue.get_nowait()
+            msg: list[Any] = err.message
+            peer = self.stalled_peers.get(msg[0])
+            if peer is not None:
+                peer.reported(err.message)
+                continue
             with self.lock:
                 self.echo_errors += 1
                 self._mark_echo(err.message, EERR, "reported on errors")
+
+    def note_parked(self, parked: int) -> None:
+        """A sample of how many messages a pair holds parked."""
+        self.parked_high_water = max(self.parked_high_water, parked)
+
+    # ------------------------------------------------------------ stalled peers
+
+    def stall_read(self, peer: StalledPeer, frames: list[Any], rx: RxGen) -> int | None:
+        """A stalled peer's request, taken from ROUTER pair ``rx``; its number if it checked out."""
+        with self.lock:
+            self.progress += 1
+            rx.delivered += 1
+        return peer.read(frames, rx.gen)
+
+    def stall_swept(self, peer: StalledPeer, frames: list[Any], rx: RxGen) -> None:
+        """A stalled peer's request left in a closed ROUTER pair (never replied)."""
+        with self.lock:
+            rx.delivered += 1
+        peer.swept(frames, rx.gen)
 
     # ------------------------------------------------------------ faults
 

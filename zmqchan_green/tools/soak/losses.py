@@ -3,21 +3,25 @@
 Theory of operation
 ===================
 
-Two injected faults make libzmq drop what it still holds: ``sender_recycle``
+Some injected faults make libzmq drop what it still holds: ``sender_recycle``
 closes a sending pair with a short linger (libzmq drops what it still holds
-when the linger ends), and ``peer_restart`` closes a lane's receiving pair (and
-with it the pipes and kernel buffers feeding it). A :class:`LossEvent` records
-one such fault, and the accounting may attribute an accepted but undelivered
-message to it only if the fault could have caught that message in libzmq's
-queues:
+when the linger ends); ``peer_restart`` closes a lane's receiving pair (and
+with it the pipes and kernel buffers feeding it); ``peer_churn`` closes it and
+puts in its place, for a moment, a peer that connects and goes away several
+times (:mod:`.churn`; each teardown can cost what the pipe held, and a
+message whose pipe died mid-message is rolled back by libzmq and sent again
+whole by the pump); and a ``router_peer_stall`` that ends with its ROUTER pair
+restarted is a ``peer_restart`` too. A :class:`LossEvent` records one such fault, and the
+accounting may attribute an accepted but undelivered message to it only if the
+fault could have caught that message in libzmq's queues:
 
 * a pipe is FIFO, so a message older than one already delivered from the same
   (sender, sending pair) had left libzmq before the fault (``low``);
-* after a ``peer_restart``, once the new receiving pair got its first message
+* after a receiving pair was replaced, once the new one got its first message
   the sender had reconnected, and every message attempted after that rides
   behind it on a live connection (``high``).
 
-Each fault may cost at most what libzmq's queues hold (see
+Each teardown may cost at most what libzmq's queues hold (see
 :data:`~.lanes.LOSS_CAPACITY`); the accounting checks that too.
 """
 
@@ -27,9 +31,11 @@ __all__ = ["LossEvent"]
 
 
 class LossEvent:
-    """A fault after which libzmq may drop what it holds: ``peer_restart`` (the
-    receiving pair ``old_gen`` closed, ``new_gen`` bound in its place) or
-    ``sender_recycle`` (the sending pair ``old_gen`` closed with a short linger).
+    """A fault after which libzmq may drop what it holds: ``peer_restart``,
+    ``router_peer_stall`` or ``peer_churn`` (the receiving pair ``old_gen``
+    closed, ``new_gen`` bound in its place; a churn tears ``teardowns``
+    connections down on the way) or ``sender_recycle`` (the sending pair
+    ``old_gen`` closed with a short linger).
 
     What it can have dropped is bounded below: a pipe is FIFO, so once a
     receiver got message ``n`` of (sender, sending pair), every earlier one had
@@ -48,6 +54,7 @@ class LossEvent:
         "low",
         "new_gen",
         "old_gen",
+        "teardowns",
     )
 
     def __init__(
@@ -71,6 +78,8 @@ class LossEvent:
         self.high: dict[int, int] | None = None
         self.lost = 0
         self.echo_lost = 0
+        #: How many times the connection was torn down (and each may cost a full queue).
+        self.teardowns = 1
 
     def covers(self, sid: int, gen: int, seq: int) -> bool:
         """Whether message ``seq`` of ``sid`` through sending pair ``gen`` may be lost here."""

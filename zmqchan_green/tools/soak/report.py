@@ -17,10 +17,14 @@ from ... import __version__
 from ..common import proc_status_kib
 from .accounting import Tally
 from .faults import FAULT_KINDS
-from .lanes import HWM, LOSS_CAPACITY
+from .lanes import HWM, LOSS_CAPACITY, RxGen, TxGen
+from .stall import ENDINGS, HOL_LIMIT, STALL_CAPACITY, StalledPeer
 
 if TYPE_CHECKING:
     from .driver import Soak
+
+#: The JSON lists at most this many stalls one by one.
+_MAX_STALLS_LISTED = 100
 
 __all__ = ["document", "mib", "summary"]
 
@@ -33,6 +37,7 @@ def mib(kib: int) -> str:
 def document(soak: Soak, tally: Tally) -> dict[str, Any]:
     """Every figure of a finished run, and whether each invariant held."""
     ledger = soak.ledger
+    peers = list(ledger.stalled_peers.values())
     end = time.monotonic()
     soak_end = soak.soak_ended or end
     soak_seconds = soak_end - soak.started
@@ -42,6 +47,7 @@ def document(soak: Soak, tally: Tally) -> dict[str, Any]:
             "lane": e.lane,
             "closed_pair": e.old_gen,
             "new_pair": e.new_gen,
+            "teardowns": e.teardowns,
             "lost": e.lost,
             "echoes_lost": e.echo_lost,
         }
@@ -65,6 +71,8 @@ def document(soak: Soak, tally: Tally) -> dict[str, Any]:
         "nothing_misrouted": ledger.misrouted == 0,
         "counters_agree": tally.totals["counter_mismatches"] == 0,
         "no_stalls": ledger.stalls == 0,
+        "no_head_of_line_blocking": ledger.hol_blocked == 0,
+        "stalled_peers_accounted": tally.stalled["lost"] == 0,
         "libzmq_losses_within_queue_capacity": not tally.over_capacity,
         "no_other_problems": ledger.problem_count == 0,
     }
@@ -120,6 +128,9 @@ def document(soak: Soak, tally: Tally) -> dict[str, Any]:
             "libzmq_loss_capacity": LOSS_CAPACITY,
             "libzmq_loss_events": events,
         },
+        "rollbacks": _rollbacks(soak),
+        "parked_high_water": max([ledger.parked_high_water] + [p.parked_high_water for p in peers]),
+        "router_peer_stall": _stalls(tally, peers),
         "duplicates": ledger.duplicates,
         "order_violations": ledger.order_violations,
         "checksum_errors": ledger.checksum_errors,
@@ -138,6 +149,43 @@ def document(soak: Soak, tally: Tally) -> dict[str, Any]:
         "problems": ledger.problems,
         "problem_count": ledger.problem_count,
         "ok": all(invariants.values()),
+    }
+
+
+def _rollbacks(soak: Soak) -> dict[str, Any]:
+    """Messages libzmq rolled back (a pipe died mid-message) and the pairs sent again whole."""
+    by_lane = [0] * len(soak.topology.lanes)
+    gens: list[TxGen | RxGen] = [*soak.topology.tx_gens, *soak.topology.rx_gens]
+    for gen in gens:
+        by_lane[gen.lane] += gen.rollbacks
+    return {"total": sum(by_lane), "by_lane": by_lane}
+
+
+def _stalls(tally: Tally, peers: list[StalledPeer]) -> dict[str, Any]:
+    """The stalled ROUTER peers: how they ended, their replies' fates, the lanes' progress."""
+    endings = {ending: sum(p.ending == ending for p in peers) for ending in ENDINGS}
+    stalled = tally.stalled
+    return {
+        "stalls": len(peers),
+        "endings": endings,
+        "parked_seen": sum(p.parked_seen for p in peers),
+        "stalled_seconds": round(sum(p.stalled_seconds for p in peers), 3),
+        "requests": stalled["requests"],
+        "requests_read": stalled["read"],
+        "requests_swept": stalled["swept"],
+        "replies_accepted": stalled["accepted"],
+        "replies_not_accepted": stalled["not_accepted"],
+        "replies_delivered": stalled["delivered"],
+        "replies_reported": stalled["reported"],
+        "replies_returned": stalled["returned"],
+        "replies_lost_with_pipe": stalled["lost_with_pipe"],
+        "replies_lost": stalled["lost"],
+        "pipe_capacity": STALL_CAPACITY,
+        "real_echoes_accepted_while_stalled": sum(p.real_echoes for p in peers),
+        "real_echoes_delivered_while_stalled": sum(p.real_delivered for p in peers),
+        "longest_real_echo_gap_ms": round(max([0.0] + [p.longest_gap for p in peers]) * 1000, 1),
+        "gap_limit_ms": round(HOL_LIMIT * 1000),
+        "each": [p.figures() for p in peers[:_MAX_STALLS_LISTED]],
     }
 
 
@@ -162,7 +210,8 @@ def _bookkeeping(soak: Soak) -> int:
 def summary(doc: dict[str, Any]) -> str:
     """The human-readable summary of a finished run's document."""
     msgs, echoes, losses, faults = doc["messages"], doc["echoes"], doc["losses"], doc["faults"]
-    cfg = doc["config"]
+    cfg, st = doc["config"], doc["router_peer_stall"]
+    endings = ", ".join(f"{k} {v}" for k, v in st["endings"].items())
     fault_text = ", ".join(f"{k} {v:,}" for k, v in faults.items())
     by_cause = ", ".join(f"{k} {v:,}" for k, v in losses["lost_in_libzmq_by_cause"].items())
     echo_cause = ", ".join(f"{k} {v:,}" for k, v in losses["echo_lost_in_libzmq_by_cause"].items())
@@ -184,9 +233,20 @@ def summary(doc: dict[str, Any]) -> str:
         f"lost in libzmq {losses['lost_in_libzmq']:,} ({by_cause or 'none'}) | "
         f"echoes lost in libzmq {losses['echo_lost_in_libzmq']:,} ({echo_cause or 'none'}) | "
         f"maybe, never delivered {losses['maybe_undelivered']:,}",
+        f"edges:         rollbacks {doc['rollbacks']['total']:,} (by lane "
+        f"{', '.join(str(n) for n in doc['rollbacks']['by_lane'])}) | parked high-water "
+        f"{doc['parked_high_water']:,}",
+        f"stalled peers: {st['stalls']} ({endings}); replies accepted "
+        f"{st['replies_accepted']:,} | delivered {st['replies_delivered']:,} | reported "
+        f"{st['replies_reported']:,} | returned {st['replies_returned']:,} | lost with the "
+        f"peer's pipe {st['replies_lost_with_pipe']:,} | lost {st['replies_lost']:,} | not "
+        f"accepted {st['replies_not_accepted']:,}; own DEALER served meanwhile: "
+        f"{st['real_echoes_accepted_while_stalled']:,} echoes, longest gap "
+        f"{st['longest_real_echo_gap_ms']:,.0f} ms (limit {st['gap_limit_ms']:,})",
         f"integrity:     duplicates {doc['duplicates']:,} | order violations "
         f"{doc['order_violations']:,} (of {msgs['order_checked']:,} checked) | checksum errors "
-        f"{doc['checksum_errors']:,} | unaccepted but delivered {doc['phantoms']:,} | "
+        f"(fragments, mixed or damaged frames) {doc['checksum_errors']:,} | "
+        f"unaccepted but delivered {doc['phantoms']:,} | "
         f"misrouted {doc['misrouted']:,} | stalls {doc['stalls']:,} | counter mismatches "
         f"{doc['counter_mismatches']:,}",
         f"pairs:         {doc['pairs_created']['sending']} sending, "

@@ -19,6 +19,11 @@ the senders.
 The echo consumer is the ROUTER pair's only reader. It never blocks long on
 an echo (see ``_ECHO_WAIT``): one it cannot place within 50 ms is refused,
 i.e. not accepted and not owed, and the next ones for 50 ms are only offered.
+Requests from a stalled peer (:mod:`.stall`) it hands to the lane's *stall
+replier*, a greenlet that sends each reply back through the same ROUTER pair
+and waits as long as that takes, so that the consumer never waits for a
+stalled peer. Each echo accepted for the lane's own DEALER is time-stamped on
+the lane: a stalled peer checks with it that the lane keeps moving.
 
 Each worker draws its own RNG from the soak's seeded RNG when it is started,
 so the schedule of timeouts follows from ``--seed``.
@@ -32,12 +37,14 @@ from collections.abc import Callable
 from typing import Any
 
 import gevent
+from gevent.queue import Empty, Queue
 
 from ... import ChannelBroken, ChannelClosed, WouldBlock
 from ..common import RealThread
 from .lanes import ECHO, PULL_KILL, THREAD_LANES, Lane, RxGen, Topology, TxGen
 from .ledger import ACC, MAYBE, NACC, PENDING, Ledger, Sender, Worker
 from .messages import Payloads
+from .stall import StalledPeer
 
 __all__ = ["SEND_DEADLINE", "STALL", "Workers"]
 
@@ -60,6 +67,10 @@ _TINY_RECV_P = 0.02
 _TINY = 0.002
 #: How long an injected receiver stall lasts (seconds, uniform).
 STALL = (0.05, 0.3)
+
+#: A stalled peer's request for the stall replier: the peer, its number, the
+#: frames to send back, and the ROUTER pair they came from.
+_Reply = tuple[StalledPeer, int, list[Any], RxGen]
 
 
 class Workers:
@@ -102,8 +113,12 @@ class Workers:
                 senders -= 1
                 consumer = Worker(f"consumer {lane.index}", ordered=True, across_pairs=True)
                 rng = self.draw_rng()
-                consumer.greenlet = gevent.spawn(self._echo_consumer, lane, consumer, rng)
-                self.workers.append(consumer)
+                replies: Queue[_Reply] = Queue()
+                consumer.greenlet = gevent.spawn(self._echo_consumer, lane, consumer, rng, replies)
+                lane.consumer = consumer
+                replier = Worker(f"stall replier {lane.index}", ordered=False)
+                replier.greenlet = gevent.spawn(self._stall_replier, replier, consumer, replies)
+                self.workers.extend((consumer, replier))
             for number in range(receivers):
                 self.spawn_receiver(lane, number)
             for _ in range(senders):
@@ -136,6 +151,7 @@ class Workers:
             for rx in self.topology.rx_gens:
                 if not rx.closed:
                     self.ledger.drain_errors_rx(rx)
+                    self.ledger.note_parked(rx.pair.stats()["parked"])
             for tx in self.topology.tx_gens:
                 if not tx.closed:
                     self.ledger.drain_errors_tx(tx)
@@ -156,7 +172,7 @@ class Workers:
             while not self.stopping:
                 tx = lane.tx
                 seq = sender.begin(tx.gen)
-                msg = self.payloads.message(sender.sid, tx.gen, seq)
+                msg = self.payloads.message(sender.sid, tx.gen, seq, lane.frames())
                 tiny = rng.random() < _TINY_SEND_P
                 timeout = rng.uniform(0.0, _TINY) if tiny else SEND_DEADLINE
                 sender.in_send = True
@@ -290,14 +306,18 @@ class Workers:
             worker.in_recv = False
         return frames, end
 
-    def _echo_consumer(self, lane: Lane, worker: Worker, rng: random.Random) -> None:
+    def _echo_consumer(
+        self, lane: Lane, worker: Worker, rng: random.Random, replies: Queue[_Reply]
+    ) -> None:
         """The ROUTER's only reader: check each message and send it back.
 
         An echo that cannot be accepted within ``_ECHO_WAIT`` is refused (not
         accepted, and so never owed); for ``_ECHO_WAIT`` after that, echoes are
-        only offered (``send_nowait``), so the reader keeps reading.
+        only offered (``send_nowait``), so the reader keeps reading. A stalled
+        peer's request goes to the stall replier (``replies``).
         """
         refuse_until = 0.0
+        stalled_peers = self.ledger.stalled_peers
         try:
             while True:
                 received = self._receive_once(lane, worker, rng, lambda: lane.rx)
@@ -307,6 +327,12 @@ class Workers:
                     continue
                 frames, rx = received
                 assert isinstance(rx, RxGen)
+                peer = stalled_peers.get(frames[0])
+                if peer is not None:
+                    seq = self.ledger.stall_read(peer, frames, rx)
+                    if seq is not None:
+                        replies.put((peer, seq, frames, rx))
+                    continue
                 got = self.ledger.deliver(frames, rx, worker)
                 if got is None:
                     continue
@@ -333,7 +359,37 @@ class Workers:
                     pass  # restarted under us: the echo was not accepted
                 else:
                     accepted = True
+                    lane.echo_accepted_at = time.monotonic()
+                    lane.echoes_accepted += 1
                 self.ledger.echo_outcome(sender, seq, rx, accepted)
+        finally:
+            worker.done = True
+
+    def _stall_replier(self, worker: Worker, consumer: Worker, replies: Queue[_Reply]) -> None:
+        """Send stalled peers their replies, each through the ROUTER pair its request
+        came from, waiting as long as it takes; ends once the consumer has."""
+        try:
+            while True:
+                try:
+                    peer, seq, frames, rx = replies.get(timeout=_RECV_WAIT)
+                except Empty:
+                    if consumer.done:
+                        return
+                    continue
+                try:
+                    rx.pair.send(frames, timeout=SEND_DEADLINE)
+                except TimeoutError:
+                    peer.replied(seq, accepted=False)
+                    self.ledger.count_info("stall_replies_timed_out", 1)
+                except ChannelBroken as exc:
+                    peer.replied(seq, accepted=False)
+                    self.ledger.problem(f"{worker.name}: {exc!r}")
+                except ChannelClosed:
+                    peer.replied(seq, accepted=False)  # its pair was replaced: not accepted
+                else:
+                    with self.ledger.lock:
+                        rx.stall_accepted += 1
+                    peer.replied(seq, accepted=True)
         finally:
             worker.done = True
 
@@ -371,7 +427,7 @@ class Workers:
                 return
             tx = lane.tx
             seq = sender.begin(tx.gen)
-            msg = self.payloads.message(sender.sid, tx.gen, seq)
+            msg = self.payloads.message(sender.sid, tx.gen, seq, lane.frames())
             tiny = rng.random() < _TINY_SEND_P
             timeout = rng.uniform(0.0, _TINY) if tiny else SEND_DEADLINE
             try:
