@@ -256,3 +256,59 @@ def test_rendezvous_holds_one_message_while_the_pump_writes(connected, monkeypat
     unsent = tx.close(linger=0)
     assert outcome == ["not accepted"]
     assert unsent == [[b"A"]]
+
+
+def test_wrapping_a_reused_address_wakes_the_old_pump_from_the_hub(ctx):
+    """The old pump is asleep when its socket goes and its address is reused:
+    wrapping the new socket wakes it through the hub (a greenlet may not switch
+    into a sleeping waiter), and the old pair breaks."""
+    for _ in range(10):
+        sock = ctx.socket(zmq.PAIR)
+        pair = zc.ChannelPair(sock)
+        pair.call(lambda s: None)
+        wait_for(lambda p=pair: p._pump._sleeper is not None, what="the pump to sleep")
+        sock.close(linger=0)  # other code closes the pair's socket object
+        fresh = ctx.socket(zmq.PAIR)
+        fresh.linger = 0
+        with zc.ChannelPair(fresh) as other:
+            other.call(lambda s: None)
+        wait_for(lambda p=pair: p.closed, what="the old pair noticed its socket is gone")
+        with pytest.raises(zc.ChannelBroken):
+            pair.send(b"x")
+        assert pair.close() == []
+
+
+def test_thread_receiver_after_the_pump_broke_sees_the_cause(make_socket):
+    sock = make_socket(zmq.PAIR)
+    pair = zc.ChannelPair(sock)
+    port = pair.for_threads()
+    gevent.kill(pair._pump.greenlet, RuntimeError("pump died"))
+    wait_for(lambda: pair.closed, what="the pump to stop")
+    result = gevent.get_hub().threadpool.spawn(port.recv, timeout=5)
+    with pytest.raises(zc.ChannelBroken) as info:
+        result.get(timeout=10)
+    assert isinstance(info.value.__cause__, RuntimeError)
+    assert str(info.value.__cause__) == "pump died"
+    pair.close()
+
+
+class RaisingCloseSocket(zmq.Socket):
+    """A class whose ``close()`` fails even as it closes (counted)."""
+
+    closes = 0
+
+    def close(self, linger=None):
+        if self.closed:
+            return
+        type(self).closes += 1
+        super().close(linger=linger)
+        raise TypeError("this close() fails after closing")
+
+
+def test_a_failing_close_runs_once_and_is_reported(ctx):
+    sock = ctx.socket(zmq.PUSH, socket_class=RaisingCloseSocket)
+    pair = zc.ChannelPair(sock)
+    with pytest.warns(RuntimeWarning, match="RaisingCloseSocket.close.. raised TypeError"):
+        assert pair.close(linger=0) == []
+    assert RaisingCloseSocket.closes == 1
+    assert sock.closed

@@ -314,3 +314,49 @@ def _get(sock_path: Path) -> str:
         return response.read().decode()
     finally:
         conn.close()
+
+
+FORK_IN_CALL = r"""
+import json, os, time
+import gevent
+import zmq.green as zmq
+import zmqchan_green as zc
+
+ctx = zmq.Context()
+a = ctx.socket(zmq.PAIR); a.linger = 0
+a.bind("inproc://fork-in-call")
+b = ctx.socket(zmq.PAIR); b.linger = 0
+b.connect("inproc://fork-in-call")
+pa, pb = zc.ChannelPair(a), zc.ChannelPair(b)
+pid = pa.call(lambda s: os.fork())
+if pid == 0:
+    gevent.reinit()
+    start = os.times()
+    gevent.sleep(1.0)
+    end = os.times()
+    cpu = (end.user + end.system) - (start.user + start.system)
+    try:
+        pa.send(b"x", timeout=1)
+        outcome = "no error"
+    except zc.ChannelBroken as exc:
+        outcome = "fork" if "fork" in str(exc.__cause__) else repr(exc.__cause__)
+    print(json.dumps({"child_cpu": cpu, "child_send": outcome, "closed": pa.closed}), flush=True)
+    os._exit(0)
+pa.send([b"parent", b"ok"])
+got = pb.recv(timeout=5)
+_, status = os.waitpid(pid, 0)
+pa.close(); pb.close(); ctx.term()
+print(json.dumps({"parent_got": [f.decode() for f in got], "status": status}))
+"""
+
+
+def test_a_fork_inside_call_leaves_the_child_quiet():
+    proc = run_python("-c", FORK_IN_CALL)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [json.loads(line) for line in proc.stdout.strip().splitlines()]
+    child = next(line for line in lines if "child_cpu" in line)
+    parent = next(line for line in lines if "parent_got" in line)
+    assert child["child_cpu"] < 0.5, f"the child spun: {child['child_cpu']:.2f} s of CPU in 1 s"
+    assert child["child_send"] == "fork"
+    assert child["closed"] is True
+    assert parent == {"parent_got": ["parent", "ok"], "status": 0}

@@ -134,3 +134,36 @@ def test_parked_peer_that_leaves_is_reported(router):
     assert error.message[0] == b"slow"
     assert error.__cause__.errno == zmq.EHOSTUNREACH
     wait_for(lambda: pair.stats()["parked"] == 0, what="parked messages reported")
+
+
+def test_rendezvous_accepts_at_once_for_a_peer_that_is_not_stalled(router):
+    pair, slow, idle = router(0)
+    _fill(pair, 0)
+    wait_for(lambda: pair.stats()["tx_pending"] == pair.stats()["parked"], what="the hand to empty")
+    pair.send_nowait([b"idle", b"now"])  # another peer's message: accepted now
+    assert idle.poll(5000)
+    assert idle.recv_multipart() == [b"now"]
+    with pytest.raises(zc.WouldBlock):
+        pair.send_nowait([b"slow", b"later"])  # the stalled peer's: not accepted
+
+
+def test_held_messages_stay_within_tx_size_plus_one_per_stalled_peer(make_socket, make_pair):
+    tx_size = 3
+    sock = make_socket(zmq.ROUTER, router_mandatory=1, sndhwm=1)
+    endpoint = bind(sock, "inproc")
+    names = [b"p%d" % i for i in range(12)]
+    for name in names:
+        peer = make_socket(zmq.DEALER, routing_id=name, rcvhwm=1)
+        peer.connect(endpoint)
+        peer.send(b"hello")
+    pair = make_pair(sock, tx_size, 16)
+    for _ in names:
+        pair.recv(timeout=5)
+    senders = [
+        gevent.spawn(lambda name=name: [pair.send([name, b"%d" % i]) for i in range(20)])
+        for name in names
+    ]
+    # Every peer stalls; the senders block; what the pair holds stays bounded.
+    wait_for(lambda: pair.stats()["tx_waiting"] == len(names), what="every sender to wait")
+    assert pair.stats()["tx_pending"] <= tx_size + len(names)
+    gevent.killall(senders)

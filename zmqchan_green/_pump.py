@@ -16,7 +16,10 @@ well, so appends that depend on its room happen under ``_lock``.
 * ``_tx_wait``: senders blocked for room (:class:`~._ops.Op`, FIFO).
 * ``_parked`` (``ROUTER`` only): accepted messages for peers that answered
   ``EAGAIN`` (``ROUTER_MANDATORY`` and the peer at its high-water mark), per
-  peer, in order. They count against ``tx_size`` like ``_tx``.
+  peer, in order. They count against ``tx_size`` like ``_tx``, so senders
+  wait once the buffer is full of them; besides, the pump's hand takes one
+  message at a time for a peer that is not stalled, which parks if that peer
+  refuses it too. So at most ``tx_size`` plus one per stalled peer are held.
 * ``_rx`` / ``_rx_wait``: received messages not yet delivered, and receivers
   blocked for one. The pump gives a message to the first waiting receiver, or
   buffers it; it reads the socket only while there is a waiting receiver or
@@ -64,10 +67,13 @@ of the peer a message is for, so it is always treated as writable; with
 ``ROUTER_MANDATORY`` a peer at its high-water mark answers ``EAGAIN``. That
 message is parked for its peer, and so is every later one to the same peer,
 while messages to other peers go on. Parked messages are retried on every FD
-event and on the back-off timer. While anything is parked a rendezvous has no
-fast path: waiting senders to other peers are taken one at a time and sent at
-once; senders to a parked peer keep waiting (their messages are not
-accepted), so a stalled peer holds back only its own senders.
+event and on the back-off timer; one round stops after a few refusals and
+sends the refusing peers to the back of the line, so many stalled peers cost
+a bounded number of failed sends per wake-up. While anything is parked a
+rendezvous accepts only messages for peers that are not stalled; waiting
+senders to other peers are taken one at a time and sent at once; senders to a
+parked peer keep waiting (their messages are not accepted), so a stalled peer
+holds back only its own senders.
 
 Fairness. One wake does at most ``_BATCH`` socket operations, then the pump
 yields to the hub through a zero-delay timer: unlike a callback, that lets the
@@ -96,19 +102,27 @@ answers ``EINTR``, which pyzmq retries forever. A hook registered with
 ``multiprocessing`` all run) turns every inherited pump into a broken one in
 the child: its watchers and timers stop, its greenlet is never woken again, its
 buffers are dropped (they belong to the parent), and nothing touches the socket.
-The keep-alive timer checks the pid as well, for forks that skip the hooks.
+A fork inside ``call()`` is caught as the call returns. For a fork that skips
+the hooks (``fork()`` from C), each round and the keep-alive timer check the
+pid, so the child's pump goes quiet on its next wake-up, within a second at
+most; a round already under way in that instant may still touch the socket.
 
 Ownership. Open pumps are registered by the address of their libzmq socket.
 libzmq reuses an address as soon as a socket is freed, so an entry whose
-socket was closed (by ``Context.destroy()``, or by other code) no longer counts:
-wrapping the new socket takes the address over and wakes the old pump to break.
+socket was closed (by ``Context.destroy()``, or by closing the pair's socket
+object) no longer counts: wrapping the new socket takes the address over and
+wakes the old pump to break. Closing the handle through *another* Python object
+(a shadow) cannot be seen from the pair's object once the address is reused:
+then the new socket is refused as "already owned" (never driven by two pumps).
 """
 
 from __future__ import annotations
 
 import errno
+import inspect
 import os
 import time
+import warnings
 import weakref
 from collections import deque
 from collections.abc import Callable
@@ -140,6 +154,8 @@ _KEEPALIVE = 1.0
 #: Back-off bounds for retrying a send that stalled (seconds).
 _STALL_MIN = 0.001
 _STALL_MAX = 0.1
+#: Refusing peers tried per round when retrying parked messages.
+_PARKED_REFUSALS = 8
 #: Capacity of ``errors``; the oldest entry is dropped beyond it.
 ERRORS_MAXSIZE = 1000
 #: ``LINGER`` is a C int of milliseconds; longer means no limit (-1).
@@ -273,6 +289,7 @@ class Pump:
         self._parked_count = 0
         self._park_seq = 0
         self._retry_parked = False
+        self._req_open = False  # REQ: a rolled-back request still to be ended
         self._rx: deque[list[Any]] = deque()
         self._rx_wait: deque[Op] = deque()
         self._calls: deque[Op] = deque()
@@ -362,10 +379,16 @@ class Pump:
             sleeper.switch(None)
 
     def _on_keepalive(self) -> None:
-        if os.getpid() != self._pid:  # forked without the fork hooks
-            self.inherited()
-        else:
+        if not self._check_pid():
             self._on_event()
+
+    def _check_pid(self) -> bool:
+        """``True`` (and the pump made inherited) in a child process that a fork
+        without the fork hooks left us in."""
+        if os.getpid() != self._pid:
+            self.inherited()
+            return True
+        return False
 
     def _on_gate_event(self) -> None:
         self._gate_signalled = True
@@ -381,8 +404,10 @@ class Pump:
 
     def socket_lost(self) -> None:
         """The socket was closed under the pair and its address given to a new
-        one: wake the pump, which finds the socket closed and breaks."""
-        self._on_event()
+        one: wake the pump (from the hub, whatever greenlet calls this), which
+        finds the socket closed and breaks."""
+        if not self.finished:
+            self._loop.run_callback(self._on_event)
 
     def inherited(self) -> None:
         """Make this pump, copied into a child process by a fork, a broken one
@@ -399,12 +424,7 @@ class Pump:
         )
         self.closing = True
         self.finished = True
-        for watcher in (self._io, self._keepalive, self._stall_timer, self._yield_timer):
-            watcher.close()
-        self._wake_timer.close()
-        if self._deadline_timer is not None:
-            self._deadline_timer.close()
-        os.close(self._fd)
+        self._close_watchers()
         if self._gate is not None:
             self._gate.inherited()
         # What the buffers hold belongs to the parent, which still delivers it.
@@ -430,10 +450,17 @@ class Pump:
             return err
         return ChannelClosed("the pair is closed")
 
-    def _tx_has_room(self) -> bool:
+    def _tx_has_room(self, frames: list[Any] | None = None) -> bool:
+        """Whether a message (``frames``, if known) can be accepted now."""
         if self.tx_size:
             return len(self._tx) + self._parked_count < self.tx_size
-        return not self._tx and not self._parked_count and self._writable and not self._send_stalled
+        if self._tx or not self._writable or self._send_stalled:
+            return False
+        # A rendezvous with parked messages takes a message into the pump's hand
+        # only if its peer is not one of the stalled ones (see "Slow peers").
+        if not self._parked_count:
+            return True
+        return frames is not None and bytes(frames[0]) not in self._parked
 
     def accept(self, frames: list[Any], op: Op | None = None) -> bool:
         """Take ``frames`` into ``_tx`` if there is room and nobody waits ahead.
@@ -446,7 +473,7 @@ class Pump:
         with self._lock:
             if self.closing:
                 raise self.closed_error()
-            if self._tx_wait or not self._tx_has_room():
+            if self._tx_wait or not self._tx_has_room(frames):
                 if op is None:
                     return False
                 self._tx_wait.append(op)
@@ -602,7 +629,8 @@ class Pump:
         try:
             return self._rx.popleft()
         except IndexError:
-            raise self.closed_error() from None
+            pass
+        raise self.closed_error()  # outside the handler: keep its __cause__
 
     def deliver(self, msg: list[Any], front: bool = False) -> None:
         """Give ``msg`` to the first waiting receiver, else buffer it.
@@ -673,6 +701,8 @@ class Pump:
             self._keepalive.start(self._on_keepalive)
             while not self._forked:
                 exhausted = self._pump_round()
+                if self._forked:
+                    break
                 if self.closing and (
                     not (self._tx or self._parked) or time.monotonic() >= self._pump_deadline()
                 ):
@@ -722,6 +752,8 @@ class Pump:
 
         Returns ``True`` if it stopped because the batch budget ran out.
         """
+        if self._check_pid():
+            return False
         if self.socket.closed:
             # Closed by someone else: say so instead of touching a dead handle.
             raise zmq.ZMQError(zmq.ENOTSOCK, "the pair's socket was closed by other code")
@@ -734,6 +766,8 @@ class Pump:
                     self._admit(kind, op)
         if self._calls:
             self._pump_calls()
+            if self._forked:
+                return False  # a call forked: this is the child, hands off the socket
         if self.closing:
             self._arm_deadline()
         budget = _BATCH
@@ -743,10 +777,12 @@ class Pump:
             self._writable = self._routes or bool(events & _POLLOUT)
             done = 0
             if self._parked and self._retry_parked:
-                done += self._pump_parked()
+                done += self._pump_parked(budget)
             if self._writable and not self._send_stalled and (self._tx or self._tx_wait):
-                done += self._pump_send(min(budget, self._per_events))
-            if events & _POLLIN and not self.closing:
+                done += self._pump_send(min(budget - done, self._per_events))
+            if done and self._per_events == 1:
+                pass  # REQ/REP: a send changed the turn, so EVENTS must be read again
+            elif events & _POLLIN and not self.closing:
                 if self._rx_wait or len(self._rx) < self._rx_limit:
                     done += self._pump_recv(min(budget - done, self._per_events))
                 else:
@@ -822,6 +858,9 @@ class Pump:
                     msg = self._take_waiting()
                 if msg is None:
                     break
+                if self._req_open and not self._end_request():
+                    self._stall()
+                    break
                 if self._parked and bytes(msg[0]) in self._parked:
                     self._park(msg)  # behind the messages already waiting for its peer
                     n += 1
@@ -860,13 +899,31 @@ class Pump:
         """libzmq refused frame ``refused`` of ``msg`` (at the head of ``_tx``) and
         dropped the frames before it: a pipe was torn down mid-message."""
         self.rollbacks += 1
-        if self._load_balanced and refused < len(msg) - 1:
+        if self.socket_type == zmq.REQ:
+            # REQ lost the request's envelope with the pipe and still counts the
+            # request as begun: an empty last frame ends it (libzmq drops it, or
+            # a REP discards it as malformed), so the next request starts clean.
+            # The request itself cannot be sent again: it is reported, and the
+            # REQ now waits for a reply that will not come, as pyzmq's would
+            # (REQ_RELAXED lets the next request go).
+            self._tx.popleft()
+            self._req_open = True
+            self._end_request()
+            self._report(msg, zmq.ZMQError(zmq.EAGAIN, "REQ peer went away mid-request"))
+        elif self._load_balanced and refused < len(msg) - 1:
             # The refused frame had SNDMORE, so libzmq now drops frames until a
             # last one: give it an empty last frame to drop.
             _send(self._plain, b"", _NOBLOCK)
-        if self.socket_type == zmq.REQ:
-            self._tx.popleft()  # REQ lost its envelope with the pipe: cannot resend
-            self._report(msg, zmq.ZMQError(zmq.EAGAIN, "REQ peer went away mid-message"))
+
+    def _end_request(self) -> bool:
+        """End a REQ request that a rollback left open (see ``_rolled_back``);
+        ``False`` if libzmq has no pipe to take the empty frame yet."""
+        try:
+            _send(self._plain, b"", _NOBLOCK)
+        except zmq.Again:
+            return False
+        self._req_open = False
+        return True
 
     def _park(self, msg: list[Any]) -> None:
         """Move the head of ``_tx`` (``msg``) to its peer's parked messages."""
@@ -878,16 +935,25 @@ class Pump:
         if not self._stall_timer.active:
             self._arm_stall_timer()
 
-    def _pump_parked(self) -> int:
-        """Retry parked messages, each peer's in order, until its peer refuses."""
+    def _pump_parked(self, budget: int) -> int:
+        """Retry parked messages, each peer's in order, until its peer refuses.
+
+        A refusal costs a failed send, so one round tries at most
+        ``_PARKED_REFUSALS`` refusing peers; a peer that refuses goes to the
+        back of the line, and the rest get their turn on the next wake-up or
+        back-off tick. Returns how many messages it dealt with.
+        """
         self._retry_parked = False
         plain = self._plain
         parked = self._parked
-        n = sent = 0
+        n = sent = refusals = 0
         try:
             for peer in list(parked):
+                if refusals >= _PARKED_REFUSALS or n >= budget:
+                    self._retry_parked = True  # the others wait for the next round
+                    break
                 waiting = parked[peer]
-                while waiting:
+                while waiting and n < budget:
                     msg = waiting[0][1]
                     try:
                         refused = _write(plain, msg)
@@ -897,6 +963,9 @@ class Pump:
                         self._report(msg, exc)  # e.g. EHOSTUNREACH: the peer left
                     else:
                         if refused >= 0:
+                            refusals += 1
+                            del parked[peer]
+                            parked[peer] = waiting  # to the back of the line
                             break
                         sent += 1
                     waiting.popleft()
@@ -943,6 +1012,10 @@ class Pump:
                     frame = _recv(plain, _NOBLOCK, False)
                 except zmq.Again:
                     break
+                except zmq.ZMQError as exc:
+                    if exc.errno != zmq.EFSM:
+                        raise
+                    break  # REQ/REP: not this socket's turn to receive after all
                 # Frame.more is far cheaper than getsockopt(RCVMORE).
                 msg = [frame.bytes if copy else frame]
                 while frame.more:
@@ -978,14 +1051,14 @@ class Pump:
     def _pump_finish(self) -> None:
         """Release everything, whatever fails on the way: the socket stops being
         owned, every waiter wakes and ``close()`` returns."""
+        _live.discard(self)  # before the descriptor closes: the fork hook skips us
         try:
             with self._lock:
                 self.closing = True  # from here on nobody appends to _tx
-            self._stop_watching()
+            self._close_watchers()
             self._close_socket()
         finally:
             _release(self._address, self)
-            _live.discard(self)
             self._unsent = self._unsent_messages()
             self._tx.clear()
             self._parked.clear()
@@ -1004,13 +1077,17 @@ class Pump:
                 self._fail_all(self._rx_wait)
                 self._done.set()
 
-    def _stop_watching(self) -> None:
+    def _close_watchers(self) -> None:
+        """Stop every watcher and timer and close the duplicate ``ZMQ_FD``
+        (once: after that the descriptor number may belong to someone else)."""
         for watcher in (self._io, self._keepalive, self._stall_timer, self._yield_timer):
             watcher.close()
         self._wake_timer.close()
         if self._deadline_timer is not None:
             self._deadline_timer.close()
-        os.close(self._fd)
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
 
     def _close_socket(self) -> None:
         """Close the socket with what remains of the deadline (``0`` if broken)."""
@@ -1022,26 +1099,40 @@ class Pump:
         _close_socket(self.socket, linger)
 
 
+def _takes_linger(close: Callable[..., Any]) -> bool:
+    try:
+        parameters = inspect.signature(close).parameters.values()
+    except (TypeError, ValueError):
+        return True  # no signature to read (a compiled method): pyzmq's own
+    return any(
+        p.name == "linger" or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL) for p in parameters
+    )
+
+
 def _close_socket(socket: zmq.Socket[Any], linger: int) -> None:
     """Close ``socket`` with ``linger`` (ms), whatever its class does.
 
-    A subclass may override ``close()`` without a ``linger`` parameter, or fail
-    in it: then ``LINGER`` is set as an option and its ``close()`` called
-    without arguments, and if the socket is still open after that, pyzmq's own
-    ``close`` closes it.
+    The socket's own ``close()`` runs once: with ``linger=`` if its signature
+    takes it, else after setting ``LINGER``. If it raises, or leaves the socket
+    open, pyzmq's own ``close`` frees it, and a ``RuntimeWarning`` names what
+    went wrong (the pair's close still completes).
     """
     if socket.closed:
         return  # closed under us already: nothing left to free
+    close = socket.close
     try:
-        try:
-            socket.close(linger=linger)
-        except TypeError:
-            if socket.closed:
-                raise
+        if _takes_linger(close):
+            close(linger=linger)
+        else:
             zmq.Socket.set(socket, zmq.LINGER, linger)
-            socket.close()
-    except Exception:
-        pass  # the socket's own close failed: ours below still frees it
+            close()
+    except Exception as exc:
+        warnings.warn(
+            f"{type(socket).__qualname__}.close() raised {exc!r}; the pair closed the "
+            "socket with zmq.Socket.close instead",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     finally:
         if not socket.closed:
             try:
