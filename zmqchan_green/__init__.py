@@ -15,7 +15,7 @@ from ._errors import (
 from ._pair import ChannelPair
 from ._requester import Requester, ThreadRequester
 from ._select import recv_any
-from ._shared import SharedSocket
+from ._shared import SharedSocket, patch, unpatch
 from ._threads import ThreadPort
 from ._version import __version__
 
@@ -31,5 +31,7 @@ __all__ = [
     "WouldBlock",
     "ZmqChanError",
     "__version__",
+    "patch",
     "recv_any",
+    "unpatch",
 ]

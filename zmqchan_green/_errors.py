@@ -45,3 +45,8 @@ class SendError(ZmqChanError):
         super().__init__(f"message of {len(message)} frame(s) not sent: {cause}")
         self.message = list(message)
         self.__cause__ = cause
+
+
+class PairTimeout(TimeoutError):
+    """A timeout of the pair's own (not exported): a ``TimeoutError``, told apart
+    from one thrown into a call from elsewhere."""

@@ -107,6 +107,19 @@ the hooks (``fork()`` from C), each round and the keep-alive timer check the
 pid, so the child's pump goes quiet on its next wake-up, within a second at
 most; a round already under way in that instant may still touch the socket.
 
+Direct use (``SharedSocket``). A pump made with ``direct=True`` never reads
+ahead and keeps nothing that libzmq could hold: greenlets of the hub's thread
+read and write the socket themselves with non-blocking calls (they never
+yield in between, so the pump never sees a half-done operation), and come to
+the pump only to wait. A reader that must wait queues in ``_rx_wait``; on
+``POLLIN`` the pump signals one of them at a time (``READ_NOW``), which then
+reads for itself, so libzmq's own state (``EVENTS``, ``zmq_poll``) stays
+truthful. A sender that must wait queues its message in ``_tx_wait``; with
+``tx_size == 0`` the pump writes it through and finishes the sender's op only
+once libzmq took it whole ("no hidden send buffer"). After a direct call that
+may have eaten a ``ZMQ_FD`` edge, the caller wakes the pump if anyone waits,
+and an ``observer`` learns every ``EVENTS`` reading (for pollers).
+
 Ownership. Open pumps are registered by the address of their libzmq socket.
 libzmq reuses an address as soon as a socket is freed, so an entry whose
 socket was closed (by ``Context.destroy()``, or by closing the pair's socket
@@ -136,7 +149,7 @@ from gevent.hub import Hub, Waiter
 from gevent.monkey import get_original
 from gevent.queue import Queue
 
-from ._errors import ChannelBroken, ChannelClosed, SendError, WouldBlock
+from ._errors import ChannelBroken, ChannelClosed, PairTimeout, SendError, WouldBlock
 from ._gate import ABANDON, CALL, RECV, SEND, ThreadGate
 from ._ops import CANCELLED, DONE, PENDING, GreenletOp, Op
 
@@ -228,6 +241,15 @@ def _write(sock: zmq.Socket[Any], msg: list[Any]) -> int:
     return -1
 
 
+_UNSET: Any = object()
+#: What ``wait_readable``'s op is finished with: the caller may read now.
+READ_NOW = "read now"
+
+
+def _req_lost() -> zmq.ZMQError:
+    return zmq.ZMQError(zmq.EAGAIN, "REQ peer went away mid-request")
+
+
 class _Inherited(RuntimeError):
     """The cause of a pair found in a child process after a fork."""
 
@@ -247,18 +269,26 @@ class Pump:
         tx_size: int,
         rx_size: int,
         copy: bool,
+        *,
+        direct: bool = False,
     ) -> None:
         self.socket = socket
         self._address = _claim(socket, self)
         try:
-            self._setup(socket, hub, tx_size, rx_size, copy)
+            self._setup(socket, hub, tx_size, rx_size, copy, direct)
         except BaseException:
             _release(self._address, self)
             raise
         _live.add(self)
 
     def _setup(
-        self, socket: zmq.Socket[Any], hub: Hub, tx_size: int, rx_size: int, copy: bool
+        self,
+        socket: zmq.Socket[Any],
+        hub: Hub,
+        tx_size: int,
+        rx_size: int,
+        copy: bool,
+        direct: bool,
     ) -> None:
         # The pump works on a plain (not green) view of the same libzmq socket:
         # no hidden waits, and no EVENTS read after every call.
@@ -280,6 +310,14 @@ class Pump:
         # A ROUTER routes each message itself (see "Slow peers").
         self._routes = self.socket_type == zmq.ROUTER
         self._load_balanced = self.socket_type in _LOAD_BALANCED
+        # Direct use (see "Direct use"): readers read for themselves; a
+        # rendezvous writes senders' messages through.
+        self._direct = direct
+        self._through = direct and tx_size == 0
+        self._reader_signalled = False
+        self._stalled_peers: set[bytes] = set()
+        #: Called with every ``EVENTS`` reading (direct use: pollers).
+        self.observer: Callable[[int], None] | None = None
 
         self._tx: deque[list[Any]] = deque()
         # Guards appends to _tx that depend on its room: threads append too.
@@ -309,6 +347,7 @@ class Pump:
         self._deadline_timer: Any = None
         self._timer_deadline: float | None = None
         self._unsent: list[list[Any]] | None = None
+        self._close_linger: Any = _UNSET  # close_now()'s linger, for the socket
         self._done = Event()
 
         self.sent = 0
@@ -373,6 +412,7 @@ class Pump:
         # Runs in the hub: for FD events and timers.
         self._send_stalled = False
         self._retry_parked = True
+        self._stalled_peers.clear()
         sleeper = self._sleeper
         if sleeper is not None:
             self._sleeper = None
@@ -512,28 +552,6 @@ class Pump:
         self.wake()
         self._block(SEND, op, timeout)
 
-    def wait_for_room(self, timeout: float | None) -> bool:
-        """Whether a send could be accepted now, waiting up to ``timeout`` for it.
-
-        Waits in line with the senders, so the answer is for this caller's turn.
-        """
-        with self._lock:
-            if self.closing:
-                raise self.closed_error()
-            if not self._tx_wait and self._tx_has_room():
-                return True
-        if timeout == 0:
-            return False
-        self._refuse_pump("poll()")
-        op = GreenletOp(None, self.hub)
-        self._tx_wait.append(op)
-        self.wake()
-        try:
-            self._block(SEND, op, timeout)
-        except TimeoutError:
-            return False
-        return True
-
     def recv(self, timeout: float | None, block: bool) -> list[Any]:
         """The next received message, or raise; see ``ChannelPair.recv``."""
         msg = self.take_buffered()
@@ -557,15 +575,6 @@ class Pump:
         """Drop a receiver that stopped waiting."""
         _discard(self._rx_wait, op)
 
-    def add_room_waiter(self, op: Op) -> None:
-        """Queue an op, without a message, to be finished when a send could go."""
-        self._tx_wait.append(op)
-        self.wake()
-
-    def remove_room_waiter(self, op: Op) -> None:
-        """Drop a room waiter that stopped waiting."""
-        _discard(self._tx_wait, op)
-
     def call(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
         """Run ``fn(socket, *args, **kwargs)`` in the pump; see ``ChannelPair.call``."""
         if gevent.getcurrent() is self.greenlet:
@@ -586,7 +595,7 @@ class Pump:
             raise
         if not done:
             self.abandon(kind, op)
-            raise TimeoutError(f"{kind} timed out after {timeout} s")
+            raise PairTimeout(f"{kind} timed out after {timeout} s")
         if op.error is not None:
             raise op.error
         return op.result
@@ -602,7 +611,11 @@ class Pump:
         if op.state == CANCELLED:
             _discard(self._queues[kind], op)
         elif kind == RECV and op.state == DONE and op.error is None:
-            self.deliver(op.result, front=True)
+            if op.result is READ_NOW:  # its turn to read, never taken: the next one's
+                self._reader_signalled = False
+                self.wake()
+            else:
+                self.deliver(op.result, front=True)
 
     def _admit(self, kind: str, op: Op) -> None:
         """Serve or queue an op that a native thread submitted (pump only)."""
@@ -691,15 +704,169 @@ class Pump:
             "rollbacks": self.rollbacks,
         }
 
+    # ------------------------------------------------------------- direct use
+
+    def _check_direct(self) -> None:
+        if self.finished or self.closing:
+            raise self.closed_error()
+
+    def write_now(self, msg: list[Any]) -> bool:
+        """Hand ``msg`` to the socket now if nobody waits ahead and libzmq takes
+        it whole (greenlets of the hub's thread); ``False`` if not taken.
+        Errors other than ``EAGAIN`` raise, as from pyzmq."""
+        self._check_direct()
+        if self._tx or self._tx_wait or self._parked:
+            return False  # keep the order: others wait ahead
+        refused = _write(self._plain, msg)
+        if refused > 0 and not self._recover(msg, refused):
+            self.after_direct()
+            raise _req_lost()
+        if refused < 0:
+            self.sent += 1
+        self.after_direct()
+        return refused < 0
+
+    def send_through(self, msg: list[Any], timeout: float | None) -> None:
+        """Wait (the calling greenlet) until the pump wrote ``msg`` to the socket."""
+        self._check_direct()
+        self._refuse_pump("send()")
+        op = GreenletOp(msg, self.hub)
+        self._tx_wait.append(op)
+        self.wake()
+        self._block(SEND, op, timeout)
+
+    def read_frame(self, signalled: bool | None = False) -> zmq.Frame | None:
+        """The next frame, read by the caller now, or ``None`` if libzmq has none
+        or others wait ahead for one (``signalled``: the pump gave the caller
+        its turn; ``None``: the rest of a message already begun)."""
+        self._check_direct()
+        if signalled:
+            self._reader_signalled = False
+        elif signalled is not None and (self._rx_wait or self._reader_signalled):
+            return None
+        try:
+            frame: zmq.Frame = _recv(self._plain, _NOBLOCK, False)
+        except zmq.Again:
+            frame = None  # type: ignore[assignment]
+        else:
+            if not frame.more:
+                self.received += 1
+        self.after_direct()
+        return frame
+
+    def wait_readable(self, timeout: float | None) -> None:
+        """Wait (the calling greenlet) for its turn to read: the pump saw
+        ``POLLIN`` while this caller was first in line."""
+        self._check_direct()
+        self._refuse_pump("recv()")
+        op = GreenletOp(None, self.hub)
+        self._rx_wait.append(op)
+        self.wake()
+        self._block(RECV, op, timeout)
+
+    def events_now(self) -> int:
+        """libzmq's ``EVENTS``, read now (greenlets of the hub's thread)."""
+        self._check_direct()
+        events: int = _get_option(self._plain, _EVENTS)
+        if self.observer is not None:
+            self.observer(events)
+        self.after_direct()
+        return events
+
+    def senders_waiting(self) -> bool:
+        """Whether senders wait for the socket (a send from here would queue)."""
+        return bool(self._tx_wait or self._tx)
+
+    def after_direct(self) -> None:
+        """A direct call may have eaten a ``ZMQ_FD`` edge: whoever waits must
+        not miss what it announced, so the pump looks again."""
+        if self._rx_wait or self._tx_wait or self.observer is not None:
+            self.wake()
+
+    def _signal_reader(self) -> None:
+        """Give the first waiting reader its turn to read (one at a time)."""
+        if self._reader_signalled:
+            return
+        while self._rx_wait:
+            if self._rx_wait.popleft().finish(READ_NOW):
+                self._reader_signalled = True
+                return
+
+    def _pump_send_through(self, budget: int) -> int:
+        """Write waiting senders' messages to the socket, finishing each sender
+        only once libzmq took its message whole (a rendezvous in direct use)."""
+        waiting = self._tx_wait
+        stalled = self._stalled_peers
+        n = i = 0
+        while n < budget and i < len(waiting):
+            op = waiting[i]
+            msg = op.payload
+            if op.state != PENDING:
+                del waiting[i]
+                continue
+            if stalled and bytes(msg[0]) in stalled:
+                i += 1  # its peer refused this round: others go on
+                continue
+            try:
+                refused = _write(self._plain, msg)
+                if refused > 0 and not self._recover(msg, refused):
+                    raise _req_lost()
+            except zmq.ZMQError as exc:
+                if exc.errno in _FATAL:
+                    raise
+                del waiting[i]
+                op.finish(error=exc)  # e.g. EHOSTUNREACH: to the sender, as pyzmq
+                n += 1
+                continue
+            if refused < 0:
+                del waiting[i]
+                op.finish()
+                self.sent += 1
+                n += 1
+                continue
+            if self._routes and refused == 0:
+                stalled.add(bytes(msg[0]))
+                i += 1
+                self._arm_stall_timer()
+                continue
+            if n == 0:
+                self._stall()
+            break
+        if n:
+            self._stall_delay = _STALL_MIN
+        return n
+
+    def close_now(self, linger: int | None) -> list[list[Any]]:
+        """Close at once, never waiting (direct use): what libzmq takes now goes
+        out, the rest is returned; the socket is closed with ``linger`` (ms,
+        ``None``: its own ``LINGER``), so libzmq's linger governs the rest."""
+        if self.finished:
+            unsent, self._unsent = self._unsent, []
+            return unsent or []
+        self.request_close(0)
+        self._close_linger = linger
+        try:
+            if not self._forked and not self.broken and not self.socket.closed:
+                while self._tx and _write(self._plain, self._tx[0]) < 0:
+                    self._tx.popleft()
+                    self.sent += 1
+        except zmq.ZMQError:
+            pass  # the socket is going: what is left is returned
+        finally:
+            self._pump_finish()
+            gevent.kill(self.greenlet)
+        unsent, self._unsent = self._unsent, []
+        return unsent or []
+
     # ------------------------------------------------------------- the pump
 
     def _pump_run(self) -> None:
-        if self._forked:
-            return  # forked before it ever ran: the watchers are closed already
+        if self._forked or self.finished:
+            return  # forked or closed before it ever ran: the watchers are closed already
         try:
             self._io.start(self._on_event)
             self._keepalive.start(self._on_keepalive)
-            while not self._forked:
+            while not self._forked and not self.finished:
                 exhausted = self._pump_round()
                 if self._forked:
                     break
@@ -712,10 +879,12 @@ class Pump:
                 else:
                     self._pump_sleep()
         except BaseException as exc:  # fatal ZMQError, a bug, or a kill: never hang callers
-            if not self._forked:
+            if not self._forked and not self.finished:
                 self.broken = exc
         finally:
-            if not self._forked:  # in a child, the parent's socket is not ours to touch
+            # In a child, the parent's socket is not ours to touch; after
+            # close_now(), the pump has nothing left to do.
+            if not self._forked and not self.finished:
                 self._pump_finish()
 
     def _pump_sleep(self) -> None:
@@ -774,16 +943,23 @@ class Pump:
         plain = self._plain
         while True:
             events = _get_option(plain, _EVENTS)
+            if self.observer is not None:
+                self.observer(events)
             self._writable = self._routes or bool(events & _POLLOUT)
             done = 0
             if self._parked and self._retry_parked:
                 done += self._pump_parked(budget)
             if self._writable and not self._send_stalled and (self._tx or self._tx_wait):
-                done += self._pump_send(min(budget - done, self._per_events))
+                if self._through:
+                    done += self._pump_send_through(min(budget - done, self._per_events))
+                else:
+                    done += self._pump_send(min(budget - done, self._per_events))
             if done and self._per_events == 1:
                 pass  # REQ/REP: a send changed the turn, so EVENTS must be read again
             elif events & _POLLIN and not self.closing:
-                if self._rx_wait or len(self._rx) < self._rx_limit:
+                if self._direct:
+                    self._signal_reader()
+                elif self._rx_wait or len(self._rx) < self._rx_limit:
                     done += self._pump_recv(min(budget - done, self._per_events))
                 else:
                     self._rx_starved = True
@@ -806,8 +982,7 @@ class Pump:
         """Accept the first waiting sender's message into the pump's hand (the
         head of ``_tx``, which is empty) and return it; ``None`` if none waits.
 
-        Ops without a message only waited to learn there is room: they are
-        finished on the way. Senders to a parked peer keep waiting.
+        Senders to a parked peer keep waiting.
         """
         waiting = self._tx_wait
         with self._lock:
@@ -898,6 +1073,13 @@ class Pump:
     def _rolled_back(self, msg: list[Any], refused: int) -> None:
         """libzmq refused frame ``refused`` of ``msg`` (at the head of ``_tx``) and
         dropped the frames before it: a pipe was torn down mid-message."""
+        if not self._recover(msg, refused):
+            self._tx.popleft()
+            self._report(msg, _req_lost())
+
+    def _recover(self, msg: list[Any], refused: int) -> bool:
+        """Get libzmq out of a rollback of ``msg`` at frame ``refused``;
+        ``False`` if the message cannot be sent again (``REQ``)."""
         self.rollbacks += 1
         if self.socket_type == zmq.REQ:
             # REQ lost the request's envelope with the pipe and still counts the
@@ -906,14 +1088,14 @@ class Pump:
             # The request itself cannot be sent again: it is reported, and the
             # REQ now waits for a reply that will not come, as pyzmq's would
             # (REQ_RELAXED lets the next request go).
-            self._tx.popleft()
             self._req_open = True
             self._end_request()
-            self._report(msg, zmq.ZMQError(zmq.EAGAIN, "REQ peer went away mid-request"))
-        elif self._load_balanced and refused < len(msg) - 1:
+            return False
+        if self._load_balanced and refused < len(msg) - 1:
             # The refused frame had SNDMORE, so libzmq now drops frames until a
             # last one: give it an empty last frame to drop.
             _send(self._plain, b"", _NOBLOCK)
+        return True
 
     def _end_request(self) -> bool:
         """End a REQ request that a rollback left open (see ``_rolled_back``);
@@ -1051,6 +1233,8 @@ class Pump:
     def _pump_finish(self) -> None:
         """Release everything, whatever fails on the way: the socket stops being
         owned, every waiter wakes and ``close()`` returns."""
+        if self.finished:
+            return
         _live.discard(self)  # before the descriptor closes: the fork hook skips us
         try:
             with self._lock:
@@ -1092,7 +1276,11 @@ class Pump:
     def _close_socket(self) -> None:
         """Close the socket with what remains of the deadline (``0`` if broken)."""
         linger = 0  # broken: nothing more can be flushed, and term() must not wait
-        if self.broken is None:
+        if self._close_linger is not _UNSET:
+            if self.broken is None:
+                _close_socket(self.socket, self._close_linger)  # type: ignore[arg-type]
+                return
+        elif self.broken is None:
             remaining = self._pump_deadline() - time.monotonic()
             ms = remaining * 1000
             linger = -1 if ms > _LINGER_MAX_MS else max(0, int(ms))
@@ -1109,7 +1297,7 @@ def _takes_linger(close: Callable[..., Any]) -> bool:
     )
 
 
-def _close_socket(socket: zmq.Socket[Any], linger: int) -> None:
+def _close_socket(socket: zmq.Socket[Any], linger: int | None) -> None:
     """Close ``socket`` with ``linger`` (ms), whatever its class does.
 
     The socket's own ``close()`` runs once: with ``linger=`` if its signature
@@ -1124,7 +1312,8 @@ def _close_socket(socket: zmq.Socket[Any], linger: int) -> None:
         if _takes_linger(close):
             close(linger=linger)
         else:
-            zmq.Socket.set(socket, zmq.LINGER, linger)
+            if linger is not None:
+                zmq.Socket.set(socket, zmq.LINGER, linger)
             close()
     except Exception as exc:
         warnings.warn(

@@ -1,50 +1,79 @@
-"""``SharedSocket``: a ``zmq.Socket``-like object that any number of greenlets
-may use at once, for existing pyzmq code.
+"""``SharedSocket``: a ``zmq.Socket`` that any number of greenlets may use at once.
 
-Theory of operation: the socket is owned by a :class:`ChannelPair`; this class
-only translates. Frame-by-frame use is kept per greenlet: frames a greenlet
-sends with ``SNDMORE`` wait in its own list until its last frame, then go out
-as one message; a message a greenlet starts reading with ``recv`` keeps its
-remaining frames for that greenlet (which is what its ``RCVMORE`` answers).
-A ``poll`` that waits for ``POLLIN`` sets the message that arrives aside for
-its greenlet, so "you may receive now" holds; if that greenlet ends without
-reading it, the message goes back to the head of the stream. Timeouts
-(``RCVTIMEO``/``SNDTIMEO``) are kept here and become the pair's timeouts, and
-the pair's exceptions become the ``zmq.ZMQError``\\ s pyzmq raises.
+Theory of operation
+===================
+
+A ``SharedSocket`` *is* a ``zmq.Socket`` (a subclass, on the same libzmq
+handle), so every name pyzmq has is there and behaves as pyzmq's: options,
+``bind``/``connect`` and their context managers, monitors, the ``_string``,
+``_json``, ``_pyobj`` and ``_serialized`` forms, copies. Only what could wait
+or could mix two greenlets' frames is done differently, and all of it in
+:class:`_Shared`, the state every view of one libzmq socket shares:
+
+* A :class:`~._pump.Pump` in direct use owns the socket: it is the only code
+  that *waits* on it. Greenlets of the hub's thread send and receive with
+  non-blocking calls themselves (nothing can run in between), and queue at
+  the pump only when they must wait: a sender's message is written through
+  (its ``send`` returns once libzmq took it), a reader is given its turn to
+  read when ``POLLIN`` comes. The pump never reads ahead, so libzmq's own
+  state (``EVENTS``, ``zmq_poll`` on the handle) stays true.
+* Frames a greenlet sends with ``SNDMORE`` wait in its own list until its last
+  frame; then the message goes out whole. A greenlet that ``recv``\\ s one frame
+  of a message is its ``reader``: the rest stays in libzmq for it (``RCVMORE``
+  answers for it). When another greenlet wants to read meanwhile, the rest of
+  that message (all there already: libzmq delivers messages whole) is first
+  moved into the reader's own ``held`` frames; if the reader has ended, it is
+  dropped (counted in ``dropped_frames``), never handed to someone else.
+* ``REQ``/``REP``: the greenlet that sent a request (``REQ``) or received one
+  (``REP``) holds the socket's turn until its reply; another greenlet's
+  ``send`` (``REQ``) or ``recv`` (``REP``) waits for the turn, and out-of-turn
+  calls raise ``EFSM``. A ``REQ`` turn whose greenlet dies is given up with
+  ``REQ_RELAXED`` and ``REQ_CORRELATE`` set, so its late reply is dropped by
+  libzmq instead of reaching the next greenlet.
+* Polling: ``EVENTS`` and :meth:`SharedSocket.poll` answer for the calling
+  greenlet. ``FD`` is an ``eventfd`` of ours that pulses (readable for one
+  loop iteration) whenever ``EVENTS`` may have changed: the pump reports every
+  ``EVENTS`` reading to :meth:`_Shared.observe`, and turns given back pulse it
+  too. (libzmq's own ``ZMQ_FD`` cannot serve: the pump consumes its edges.)
+* Errors are pyzmq's: the pump's timeouts become ``zmq.Again``, a closed socket
+  ``ENOTSOCK``; exceptions thrown in from elsewhere pass through.
 """
 
 from __future__ import annotations
 
-import builtins
-import json
-import numbers
-import pickle
+import os
 import weakref
 from collections import deque
-from functools import partial
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
 import gevent
 import zmq
+from gevent.event import Event
+from gevent.hub import get_hub
 
-from ._checks import as_message, check_linger
-from ._errors import ChannelBroken, ChannelClosed, WouldBlock
-from ._ops import DONE
-from ._pair import ChannelPair
-from ._select import Select, SelectBranch
+from ._checks import check_timeout
+from ._errors import ChannelBroken, ChannelClosed, PairTimeout, WouldBlock
+from ._pump import Pump
 
-__all__ = ["SharedSocket"]
+__all__ = ["SharedSocket", "patch", "unpatch"]
 
-#: Outgoing buffer of a SharedSocket unless ``tx_size`` is given: a NOBLOCK
-#: send succeeds whenever there is room, as on a plain socket.
-DEFAULT_TX_SIZE = 1000
+_NOBLOCK = int(zmq.NOBLOCK)
+_SNDMORE = int(zmq.SNDMORE)
+_POLLIN = int(zmq.POLLIN)
+_POLLOUT = int(zmq.POLLOUT)
+_EVENTS = int(zmq.EVENTS)
+_RCVMORE = int(zmq.RCVMORE)
+_FD = int(zmq.FD)
 
-_LOCAL_OPTIONS = frozenset({zmq.RCVTIMEO, zmq.SNDTIMEO})
+#: Every live :class:`_Shared` by the address of its libzmq socket (copies and
+#: shadows of a SharedSocket share it).
+_by_address: weakref.WeakValueDictionary[int, _Shared] = weakref.WeakValueDictionary()
 
 
-class _ZmqErrors:
-    """Turn the pair's exceptions into the ones pyzmq raises."""
+class _Translated:
+    """Turn the pump's exceptions into the ones pyzmq raises."""
 
     __slots__ = ()
 
@@ -59,7 +88,7 @@ class _ZmqErrors:
     ) -> None:
         if exc_type is None:
             return
-        if issubclass(exc_type, (WouldBlock, TimeoutError)):
+        if issubclass(exc_type, (WouldBlock, PairTimeout)):
             raise zmq.Again() from None
         if isinstance(exc, ChannelBroken):
             cause = exc.__cause__
@@ -71,364 +100,578 @@ class _ZmqErrors:
             raise zmq.ZMQError(zmq.ENOTSOCK) from None
 
 
-_translated = _ZmqErrors()
+_translated = _Translated()
 
 
-def _timeout(ms: int) -> float | None:
-    return None if ms < 0 else ms / 1000
+def _watch_exit(g: Any, callback: Callable[[], None]) -> Callable[[], None]:
+    """Call ``callback`` (in the hub) when greenlet ``g`` ends; returns a cancel."""
+    if isinstance(g, gevent.Greenlet):
+
+        def on_exit(_g: Any) -> None:
+            callback()
+
+        g.rawlink(on_exit)
+        return lambda: g.unlink(on_exit)
+    finalizer = weakref.finalize(g, callback)
+    return finalizer.detach  # type: ignore[return-value]
 
 
-class SharedSocket:
-    """A drop-in for a ``zmq.Socket`` that many greenlets may share.
+class _Pulse:
+    """A descriptor that becomes readable for one loop iteration on :meth:`fire`:
+    every watcher polled in that iteration sees it (an edge, like ``ZMQ_FD``)."""
 
-    ``socket`` is wrapped in a :class:`ChannelPair` (``pair_options`` go to it;
-    ``tx_size`` defaults to 1000). ``send``/``recv`` and their ``_multipart``,
-    ``_string``, ``_json`` and ``_pyobj`` forms, options (also as attributes,
-    like ``sock.linger``), ``subscribe``, ``poll`` and ``close`` behave as on
-    a pyzmq socket, answering for the calling greenlet. ``zmq.NOBLOCK`` and
-    ``RCVTIMEO``/``SNDTIMEO`` raise ``zmq.Again``; after ``close`` every call
-    raises ``zmq.ZMQError(ENOTSOCK)``. Messages accepted but never sent are
-    kept in :attr:`unsent` after ``close``.
-    """
+    def __init__(self, loop: Any) -> None:
+        self._loop = loop
+        if hasattr(os, "eventfd"):
+            self.fd = self._write_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        else:  # pragma: no cover - platforms without eventfd
+            self.fd, self._write_fd = os.pipe()
+            os.set_blocking(self.fd, False)
+            os.set_blocking(self._write_fd, False)
+        self._lit = False
+        self._lit_iteration = -1
+        self._timer = loop.timer(0.0)
 
-    def __init__(self, socket: zmq.Socket[Any], **pair_options: Any) -> None:
-        if not isinstance(socket, zmq.Socket):
-            raise TypeError(f"socket must be a zmq.Socket, not {type(socket).__name__}")
-        if "copy" in pair_options:
-            raise TypeError("SharedSocket takes copy= per recv call, not as a pair option")
-        pair_options.setdefault("tx_size", DEFAULT_TX_SIZE)
-        timeouts: dict[int, int] = {opt: int(socket.getsockopt(opt)) for opt in _LOCAL_OPTIONS}
-        self._pair = ChannelPair(socket, **pair_options)
-        self._socket = socket
-        self._timeouts = timeouts
-        self._sending: weakref.WeakKeyDictionary[Any, list[Any]] = weakref.WeakKeyDictionary()
-        self._reading: weakref.WeakKeyDictionary[Any, deque[Any]] = weakref.WeakKeyDictionary()
-        self._more: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
-        self._set_aside: weakref.WeakKeyDictionary[Any, list[Any]] = weakref.WeakKeyDictionary()
-        kind = self._pair._pump.socket_type
-        self._can_in = 0 if kind in (zmq.PUSH, zmq.PUB) else int(zmq.POLLIN)
-        self._can_out = 0 if kind in (zmq.PULL, zmq.SUB) else int(zmq.POLLOUT)
-        self._closed = False
-        self.unsent: list[list[Any]] = []
+    def fire(self) -> None:
+        self._lit_iteration = self._loop.iteration
+        if not self._lit:
+            self._lit = True
+            os.write(self._write_fd, b"\1\0\0\0\0\0\0\0")
+            self._timer.start(self._dim)
 
-    # ------------------------------------------------------------ helpers
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise zmq.ZMQError(zmq.ENOTSOCK)
-
-    def _send_message(self, frames: list[Any], flags: int) -> None:
-        with _translated:
-            if flags & zmq.NOBLOCK:
-                self._pair.send_nowait(frames)
-            else:
-                self._pair.send(frames, _timeout(self._timeouts[zmq.SNDTIMEO]))
-
-    def _next_message(self, flags: int) -> deque[Any]:
-        """The calling greenlet's current message: what is left of it, the one
-        set aside for it, or the next one from the pair."""
-        me = gevent.getcurrent()
-        held = self._reading.get(me)
-        if held:
-            return held
-        msg = self._set_aside.pop(me, None)
-        if msg is None:
-            with _translated:
-                if flags & zmq.NOBLOCK:
-                    msg = self._pair.recv_nowait()
-                else:
-                    msg = self._pair.recv(_timeout(self._timeouts[zmq.RCVTIMEO]))
-        held = self._reading[me] = deque(msg)
-        return held
-
-    def _set_aside_for(self, me: Any, msg: list[Any]) -> None:
-        """Keep ``msg`` for greenlet ``me``; back to the stream if it ends unread."""
-        self._set_aside[me] = msg
-        give_back = partial(self._give_back, weakref.ref(me), msg)
-        if isinstance(me, gevent.Greenlet):
-            me.rawlink(lambda _g: give_back())
-        else:
-            weakref.finalize(me, give_back)
-
-    def _give_back(self, me: weakref.ref[Any], msg: list[Any]) -> None:
-        owner = me()
-        if owner is not None and self._set_aside.get(owner) is not msg:
-            return  # read after all
-        if owner is not None:
-            del self._set_aside[owner]
-        if not self._pair._pump.finished:
-            self._pair._pump.deliver(msg, front=True)
-
-    # ------------------------------------------------------------ sending
-
-    def send(self, data: Any, flags: int = 0, copy: bool = True, track: bool = False) -> Any:
-        """Send one frame; with ``zmq.SNDMORE`` it waits for the rest of its message.
-
-        Frames are copied when accepted, so with ``track=True`` the returned
-        ``zmq.MessageTracker`` is already done.
-        """
-        return self.send_multipart([data], flags, copy, track)
-
-    def send_multipart(
-        self, msg_parts: Any, flags: int = 0, copy: bool = True, track: bool = False
-    ) -> Any:
-        """Send frames as (the end of) one message; ``zmq.SNDMORE`` keeps it open."""
-        self._check_open()
-        frames = as_message(list(msg_parts))
-        me = gevent.getcurrent()
-        pending = self._sending.pop(me, [])
-        pending.extend(frames)
-        if flags & zmq.SNDMORE:
-            self._sending[me] = pending
-            return zmq.MessageTracker() if track else None
-        try:
-            self._send_message(pending, flags)
-        except zmq.Again:
-            # Not sent: keep the frames, so retrying the last one sends it all.
-            self._sending[me] = pending[: len(pending) - len(frames)]
-            raise
-        return zmq.MessageTracker() if track else None
-
-    def send_string(
-        self, u: str, flags: int = 0, copy: bool = True, encoding: str = "utf-8"
-    ) -> None:
-        """Send a ``str`` as one frame in ``encoding``."""
-        if not isinstance(u, str):
-            raise TypeError("send_string takes a str")
-        self.send(u.encode(encoding), flags)
-
-    def send_json(self, obj: Any, flags: int = 0, **kwargs: Any) -> None:
-        """Send ``obj`` as one JSON frame."""
-        self.send(json.dumps(obj, **kwargs).encode("utf-8"), flags)
-
-    def send_pyobj(self, obj: Any, flags: int = 0, protocol: int = pickle.DEFAULT_PROTOCOL) -> None:
-        """Send ``obj`` pickled, as one frame."""
-        self.send(pickle.dumps(obj, protocol), flags)
-
-    # ---------------------------------------------------------- receiving
-
-    def recv(self, flags: int = 0, copy: bool = True, track: bool = False) -> Any:
-        """The next frame for this greenlet (the rest of its message stays its own).
-
-        With ``copy=False`` the frame is a ``zmq.Frame`` whose ``.more`` is not
-        set: ask ``RCVMORE``. Frames left of a message whose greenlet ends
-        before reading them all are dropped with that greenlet.
-        """
-        self._check_open()
-        held = self._next_message(flags)
-        frame = held.popleft()
-        self._more[gevent.getcurrent()] = bool(held)
-        return frame if copy else zmq.Frame(frame)
-
-    def recv_multipart(self, flags: int = 0, copy: bool = True, track: bool = False) -> list[Any]:
-        """The rest of this greenlet's message, or the next whole message."""
-        self._check_open()
-        held = self._next_message(flags)
-        frames = list(held)
-        held.clear()
-        self._more[gevent.getcurrent()] = False
-        return frames if copy else [zmq.Frame(f) for f in frames]
-
-    def recv_string(self, flags: int = 0, encoding: str = "utf-8") -> str:
-        """The next frame decoded from ``encoding``."""
-        frame: bytes = self.recv(flags)
-        return frame.decode(encoding)
-
-    def recv_json(self, flags: int = 0, **kwargs: Any) -> Any:
-        """The next frame parsed as JSON."""
-        return json.loads(self.recv(flags), **kwargs)
-
-    def recv_pyobj(self, flags: int = 0) -> Any:
-        """The next frame unpickled (only from peers you trust)."""
-        return pickle.loads(self.recv(flags))
-
-    # ------------------------------------------------------------ options
-
-    def getsockopt(self, option: int) -> Any:
-        """An option's value; ``RCVMORE`` and ``EVENTS`` answer for this greenlet."""
-        self._check_open()
-        if option == zmq.RCVMORE:
-            return int(self._more.get(gevent.getcurrent(), False))
-        if option == zmq.EVENTS:
-            return self._ready_now(gevent.getcurrent(), zmq.POLLIN | zmq.POLLOUT)
-        if option in _LOCAL_OPTIONS:
-            return self._timeouts[option]
-        with _translated:
-            return self._pair.call(lambda s: s.getsockopt(option))
-
-    def setsockopt(self, option: int, value: Any) -> None:
-        """Set an option, through the pair's pump."""
-        self._check_open()
-        if option in _LOCAL_OPTIONS:
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-                raise TypeError(f"expected int for a timeout option, got {type(value).__name__}")
-            self._timeouts[option] = int(value)
+    def _dim(self) -> None:
+        if self._loop.iteration <= self._lit_iteration:
+            self._timer.start(self._dim)  # fired again since: one more iteration
             return
-        with _translated:
-            self._pair.call(lambda s: s.setsockopt(option, value))
-
-    get = getsockopt
-    set = setsockopt
-
-    @property
-    def hwm(self) -> int:
-        """``SNDHWM``, as pyzmq's ``hwm`` reads it; setting it sets both HWMs."""
-        value: int = self.getsockopt(zmq.SNDHWM)
-        return value
-
-    @hwm.setter
-    def hwm(self, value: int) -> None:
-        self.setsockopt(zmq.SNDHWM, value)
-        self.setsockopt(zmq.RCVHWM, value)
-
-    def _socket_call(self, method: str, *args: Any) -> Any:
-        self._check_open()
-        with _translated:
-            return self._pair.call(lambda s: getattr(s, method)(*args))
-
-    def bind(self, addr: str) -> None:
-        """Bind, through the pair's pump."""
-        self._socket_call("bind", addr)
-
-    def connect(self, addr: str) -> None:
-        """Connect, through the pair's pump."""
-        self._socket_call("connect", addr)
-
-    def unbind(self, addr: str) -> None:
-        """Unbind, through the pair's pump."""
-        self._socket_call("unbind", addr)
-
-    def disconnect(self, addr: str) -> None:
-        """Disconnect, through the pair's pump."""
-        self._socket_call("disconnect", addr)
-
-    def bind_to_random_port(self, addr: str, *args: Any) -> int:
-        """As pyzmq's, through the pair's pump; returns the port."""
-        port: int = self._socket_call("bind_to_random_port", addr, *args)
-        return port
-
-    def __getattr__(self, name: str) -> Any:
-        if not name.startswith("_") and name.upper() in zmq.SocketOption.__members__:
-            # Only reached for names not defined here (hwm, type... are).
-            return self.getsockopt(zmq.SocketOption[name.upper()])
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name == "hwm":
-            object.__setattr__(self, name, value)  # the property
-        elif not name.startswith("_") and name.upper() in zmq.SocketOption.__members__:
-            self.setsockopt(zmq.SocketOption[name.upper()], value)
-        else:
-            object.__setattr__(self, name, value)
-
-    @property
-    def type(self) -> int:
-        """The socket type."""
-        return self._pair._pump.socket_type
-
-    @property
-    def context(self) -> Any:
-        """The socket's context."""
-        return self._socket.context
-
-    def subscribe(self, topic: bytes | str) -> None:
-        """Subscribe to ``topic`` (str is UTF-8 encoded)."""
-        self._check_open()
-        with _translated:
-            self._pair.subscribe(topic)
-
-    def unsubscribe(self, topic: bytes | str) -> None:
-        """Unsubscribe from ``topic``."""
-        self._check_open()
-        with _translated:
-            self._pair.unsubscribe(topic)
-
-    # --------------------------------------------------------------- poll
-
-    def poll(self, timeout: int | None = None, flags: int = zmq.POLLIN) -> int:
-        """Which of ``flags`` the calling greenlet could do now, waiting up to
-        ``timeout`` ms (``None`` or negative: no limit) for one of them.
-
-        ``POLLIN``: a message this greenlet may receive now (one that arrives
-        while it waits is set aside for it). ``POLLOUT``: room to send now.
-        As on pyzmq, a send-only socket never reports ``POLLIN`` and a
-        receive-only one never ``POLLOUT``.
-        """
-        self._check_open()
-        flags = int(flags) & (self._can_in | self._can_out)
-        seconds = None if timeout is None or timeout < 0 else timeout / 1000
-        me = gevent.getcurrent()
-        with _translated:
-            ready = self._ready_now(me, flags)
-            if ready or not flags or seconds == 0:
-                return ready
-            if flags == zmq.POLLOUT:
-                return int(zmq.POLLOUT) if self._pair._pump.wait_for_room(seconds) else 0
-            return self._wait_for(me, flags, seconds)
-
-    def _ready_now(self, me: Any, flags: int) -> int:
-        """Readiness without waiting or taking anything (what ``EVENTS`` says)."""
-        events = 0
-        pump = self._pair._pump
-        if flags & self._can_in and (
-            self._reading.get(me) or me in self._set_aside or pump.stats()["rx_pending"]
-        ):
-            events |= zmq.POLLIN
-        if flags & self._can_out and pump.wait_for_room(0):
-            events |= zmq.POLLOUT
-        return events
-
-    def _wait_for(self, me: Any, flags: int, seconds: float | None) -> int:
-        """Wait for a message (and, if asked, room to send), whichever is first."""
-        pump = self._pair._pump
-        select = Select(2 if flags & zmq.POLLOUT else 1)
-        incoming = SelectBranch(select, zmq.POLLIN, False)
-        outgoing = SelectBranch(select, zmq.POLLOUT, False)
-        pump.add_receiver(incoming)
-        if flags & zmq.POLLOUT:
-            pump.add_room_waiter(outgoing)
+        self._lit = False
         try:
-            done = select.wait(seconds)
-        except BaseException:
-            if select.state == DONE and select.error is None and select.result[0] == zmq.POLLIN:
-                pump.deliver(select.result[1], front=True)
-            raise
-        finally:
-            pump.remove_receiver(incoming)
-            pump.remove_room_waiter(outgoing)
-        if not done:
-            return 0
-        if select.error is not None:
-            raise select.error
-        event, msg = select.result
-        if event == zmq.POLLIN:
-            self._set_aside_for(me, msg)
-            return int(zmq.POLLIN) | self._ready_now(me, flags & zmq.POLLOUT)
-        return int(zmq.POLLOUT)
+            os.read(self.fd, 8)
+        except BlockingIOError:
+            pass
 
-    # -------------------------------------------------------------- close
+    def close(self) -> None:
+        self._timer.close()
+        os.close(self.fd)
+        if self._write_fd != self.fd:
+            os.close(self._write_fd)
+
+
+class _Shared:
+    """What every view of one libzmq socket shares: its pump and who holds
+    which turn (see the module's theory of operation)."""
+
+    def __init__(self, pump: Pump, plain: zmq.Socket[Any]) -> None:
+        self.pump = pump
+        self.plain = plain  # a plain view of the handle, for options set here
+        kind = pump.socket_type
+        self.req = kind == zmq.REQ
+        self.rep = kind == zmq.REP
+        self.sending: weakref.WeakKeyDictionary[Any, list[Any]] = weakref.WeakKeyDictionary()
+        self.more: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+        self.held: weakref.WeakKeyDictionary[Any, deque[zmq.Frame]] = weakref.WeakKeyDictionary()
+        self.reader: Any = None
+        self.turn: Any = None
+        self._turn_watch: Callable[[], None] | None = None
+        self.turn_free = Event()
+        self.turn_free.set()
+        self.dropped_frames = 0
+        self.unsent: list[list[Any]] = []
+        self._pulse: _Pulse | None = None
+        self._last_events = -1
+
+    # ------------------------------------------------------------- closing
 
     @property
     def closed(self) -> bool:
-        """``True`` once closed (or its pair stopped)."""
-        return self._closed or self._pair.closed
+        return self.pump.closing
+
+    def close(self, linger: int | None) -> list[list[Any]]:
+        unsent = self.pump.close_now(linger)
+        self.unsent.extend(unsent)
+        self.turn_free.set()
+        if self._pulse is not None:
+            self._pulse.close()
+            self._pulse = None
+        return unsent
+
+    # ------------------------------------------------------------- polling
+
+    def notify_fd(self) -> int:
+        if self._pulse is None:
+            if self.pump.closing:
+                raise zmq.ZMQError(zmq.ENOTSOCK)
+            self._pulse = _Pulse(self.pump.hub.loop)
+            self.pump.observer = self.observe
+        return self._pulse.fd
+
+    def observe(self, events: int) -> None:
+        """Every ``EVENTS`` reading (the pump's and ours): pulse on a change."""
+        if events != self._last_events:
+            self._last_events = events
+            self._changed()
+
+    def _changed(self) -> None:
+        if self._pulse is not None:
+            self._pulse.fire()
+
+    def events(self, me: Any) -> int:
+        """``EVENTS`` as the greenlet ``me`` sees it."""
+        if self.reader is not None and self.reader is not me:
+            self._detach_reader()
+        with _translated:
+            events = self.pump.events_now()
+        if self.reader is me or self.held.get(me):
+            events |= _POLLIN  # the rest of its message
+        turn = self.turn
+        if (self.req or self.rep) and turn is not None and turn is not me:
+            events &= ~(_POLLIN | _POLLOUT)
+        if self.pump.senders_waiting():
+            events &= ~_POLLOUT  # others wait ahead of a send from here
+        return events
+
+    def wait_change(self, timeout: float | None) -> bool:
+        """Wait until ``EVENTS`` may have changed (``False``: ``timeout`` passed)."""
+        fd = self.notify_fd()
+        watcher = self.pump.hub.loop.io(fd, 1)
+        try:
+            with gevent.Timeout(timeout, False):
+                get_hub().wait(watcher)
+                return True
+            return False
+        finally:
+            watcher.close()
+
+    # ------------------------------------------------------------- sending
+
+    def send(self, me: Any, frames: list[Any], flags: int) -> None:
+        """Send ``frames`` as (the end of) ``me``'s message; ``SNDMORE`` holds them."""
+        held = self.sending.pop(me, None)
+        if held:
+            frames = held + frames
+            new = len(frames) - len(held)
+        else:
+            new = len(frames)
+        if flags & _SNDMORE:
+            self.sending[me] = frames
+            return
+        try:
+            self._send_message(me, frames, flags)
+        except BaseException:
+            if len(frames) > new:
+                self.sending[me] = frames[:-new]  # the frames held before stay held
+            raise
+
+    def _send_message(self, me: Any, frames: list[Any], flags: int) -> None:
+        pump = self.pump
+        claimed = False
+        if self.req:
+            claimed = self._take_turn(me, flags, zmq.SNDTIMEO)
+        elif self.rep and self.turn is not me and self.turn is not None:
+            raise zmq.ZMQError(zmq.EFSM)
+        try:
+            with _translated:
+                if pump.tx_size:
+                    if flags & _NOBLOCK:
+                        pump.send(frames, None, False)
+                    else:
+                        pump.send(frames, self._timeout(zmq.SNDTIMEO), True)
+                elif not pump.write_now(frames):
+                    if flags & _NOBLOCK:
+                        raise zmq.Again()
+                    pump.send_through(frames, self._timeout(zmq.SNDTIMEO))
+        except BaseException:
+            if claimed:
+                self._give_turn()
+            raise
+        if self.req:
+            self._hold_turn(me)
+        elif self.rep and self.turn is me:
+            self._give_turn()
+
+    def _timeout(self, option: int) -> float | None:
+        ms = self.plain.get(option)
+        return None if ms < 0 else ms / 1000
+
+    # ----------------------------------------------------------- receiving
+
+    def recv_frame(self, me: Any, flags: int) -> zmq.Frame:
+        """The next frame for ``me``: the rest of its message, or a new one."""
+        rest = self.held.get(me)
+        if rest:
+            frame = rest.popleft()
+            if not rest:
+                del self.held[me]
+            return self._account(me, frame, held=True)
+        if self.reader is me:
+            return self._account(me, self._read_rest())
+        claimed = False
+        if self.req and self.turn is not me:
+            if self.turn is not None and not self.turn.dead:
+                raise zmq.ZMQError(zmq.EFSM)  # the reply being waited for is another's
+        elif self.rep:
+            claimed = self._take_turn(me, flags, zmq.RCVTIMEO)
+        try:
+            frame = self._wait_frame(flags)
+        except BaseException:
+            if claimed:
+                self._give_turn()
+            raise
+        return self._account(me, frame)
+
+    def recv_message(self, me: Any, flags: int) -> list[zmq.Frame]:
+        """The rest of ``me``'s message, or the next whole one."""
+        frame = self.recv_frame(me, flags)
+        frames = [frame]
+        while frame.more:
+            frame = self.recv_frame(me, flags)
+            frames.append(frame)
+        return frames
+
+    def _wait_frame(self, flags: int) -> zmq.Frame:
+        pump = self.pump
+        timeout = None if flags & _NOBLOCK else self._timeout(zmq.RCVTIMEO)
+        signalled = False
+        while True:
+            if self.reader is not None:
+                self._detach_reader()
+            with _translated:
+                frame = pump.read_frame(signalled)
+            if frame is not None:
+                return frame
+            if flags & _NOBLOCK:
+                raise zmq.Again()
+            with _translated:
+                pump.wait_readable(timeout)  # (a timeout counts from each wait)
+            signalled = True
+
+    def _read_rest(self) -> zmq.Frame:
+        with _translated:
+            frame = self.pump.read_frame(None)
+        if frame is None:  # pragma: no cover - libzmq delivers messages whole
+            raise zmq.Again()
+        return frame
+
+    def _account(self, me: Any, frame: zmq.Frame, held: bool = False) -> zmq.Frame:
+        """Keep track of where ``me`` is in its message (``held``: the frame came
+        from its held frames, not from libzmq), and of the turns."""
+        if frame.more:
+            if not held:
+                self.reader = me  # the rest is in libzmq, for ``me``
+            self.more[me] = True
+            return frame
+        if self.reader is me:
+            self.reader = None
+        if self.more.get(me):
+            self.more[me] = False
+        if self.req and self.turn is me:
+            self._give_turn()  # the reply to its request: the turn is over
+        elif self.rep and self.turn is me:
+            self._hold_turn(me)  # a whole request: its greenlet replies
+        return frame
+
+    def _detach_reader(self) -> None:
+        """Another greenlet reads: move the rest of the reader's message (all in
+        libzmq already) into its own ``held`` frames, or drop it if it ended."""
+        reader, self.reader = self.reader, None
+        frames: deque[zmq.Frame] = deque()
+        try:
+            while True:
+                frame = self._read_rest()
+                frames.append(frame)
+                if not frame.more:
+                    break
+        finally:
+            if reader.dead:
+                self.dropped_frames += len(frames)
+            else:
+                self.held[reader] = frames
+
+    # --------------------------------------------------------------- turns
+
+    def _take_turn(self, me: Any, flags: int, option: int) -> bool:
+        """Wait for the REQ/REP turn and claim it; ``False`` if ``me`` held it."""
+        if self.turn is me:
+            return False
+        timeout = None if flags & _NOBLOCK else self._timeout(option)
+        while self.turn is not None:
+            if self.turn.dead:
+                self._turn_holder_died()
+                break
+            if flags & _NOBLOCK or not self.turn_free.wait(timeout):
+                raise zmq.Again()
+            if self.pump.closing:
+                raise zmq.ZMQError(zmq.ENOTSOCK)
+        self.turn = me
+        self.turn_free.clear()
+        return True
+
+    def _hold_turn(self, me: Any) -> None:
+        """``me`` holds the turn until its reply (REQ) or its reply is sent (REP)."""
+        self.turn = me
+        self.turn_free.clear()
+        if self._turn_watch is None:
+            self._turn_watch = _watch_exit(me, self._turn_holder_died)
+
+    def _give_turn(self) -> None:
+        self.turn = None
+        if self._turn_watch is not None:
+            self._turn_watch()
+            self._turn_watch = None
+        self.turn_free.set()
+        self._changed()
+
+    def _turn_holder_died(self) -> None:
+        holder = self.turn
+        if holder is None or not holder.dead:
+            return
+        if self.req and not self.pump.closing:
+            # Its request is orphaned: let the next one go, and have libzmq
+            # drop the late reply instead of giving it to the next greenlet.
+            try:
+                self.plain.set(zmq.REQ_RELAXED, 1)
+                self.plain.set(zmq.REQ_CORRELATE, 1)
+            except zmq.ZMQError:
+                pass  # the socket is going
+        self._give_turn()
+
+
+def _check_frame(data: Any, index: int | None = None) -> Any:
+    if isinstance(data, (bytes, zmq.Frame)):
+        return data
+    if isinstance(data, str):
+        raise TypeError("unicode not allowed, use send_string")
+    try:
+        memoryview(data)
+    except TypeError:
+        if index is None:
+            raise TypeError(f"{type(data).__name__} does not support the buffer interface") from None
+        raise TypeError(f"Frame {index} ({data!r:.32}) does not support the buffer interface.") from None
+    return bytes(data)  # a snapshot: the caller may change its buffer afterwards
+
+
+class SharedSocket(zmq.Socket):  # type: ignore[type-arg]
+    """A ``zmq.Socket`` that any number of greenlets of one hub may use at once.
+
+    ``SharedSocket(socket, tx_size=0)`` wraps an open socket (any
+    ``zmq.Socket``, green or plain, or a subclass) and takes it over: use the
+    ``SharedSocket`` from then on. ``ctx.socket(type, socket_class=SharedSocket)``
+    makes one directly, and :func:`patch` makes every ``zmq.green.Context``
+    do so.
+
+    Everything behaves as pyzmq's socket does for the calling greenlet, see
+    the module's theory of operation. ``tx_size=N`` lets up to ``N`` sends be
+    accepted ahead of the socket (a send buffer, which pyzmq does not have);
+    what is still buffered at ``close`` is kept in :attr:`unsent`.
+    """
+
+    _shared: _Shared | None = None
+
+    def __init__(
+        self,
+        ctx_or_socket: Any = None,
+        socket_type: int = 0,
+        *,
+        shadow: Any = 0,
+        copy_threshold: int | None = None,
+        tx_size: int = 0,
+        rx_size: int = 0,
+    ) -> None:
+        if isinstance(tx_size, bool) or not isinstance(tx_size, int) or tx_size < 0:
+            raise ValueError(f"tx_size must be an int >= 0, got {tx_size!r}")
+        if rx_size != 0:
+            raise ValueError("a SharedSocket never reads ahead of its readers: rx_size must be 0")
+        wrapped: zmq.Socket[Any] | None = None
+        if isinstance(ctx_or_socket, zmq.Socket):
+            wrapped, ctx_or_socket = ctx_or_socket, None
+            if wrapped.closed:
+                raise ValueError("cannot wrap a closed socket")
+            shadow = wrapped.underlying
+        super().__init__(ctx_or_socket, socket_type, shadow=shadow, copy_threshold=copy_threshold)
+        if wrapped is not None:
+            self.context = wrapped.context
+        shared = _by_address.get(self.underlying) if wrapped is None and shadow else None
+        if shared is None or shared.closed:
+            plain = zmq.Socket(shadow=self.underlying)
+            owner = wrapped if wrapped is not None else plain
+            pump = Pump(owner, get_hub(), tx_size, 0, False, direct=True)
+            shared = _Shared(pump, plain)
+            _by_address[self.underlying] = shared
+        self._shared = shared
+
+    # ------------------------------------------------------------- helpers
+
+    def _live(self) -> _Shared:
+        shared = self._shared
+        if self._closed or shared is None:
+            raise zmq.ZMQError(zmq.ENOTSOCK)
+        if shared.closed:
+            self._mark_closed()
+            if shared.pump.broken is not None:
+                with _translated:
+                    raise shared.pump.closed_error()
+            raise zmq.ZMQError(zmq.ENOTSOCK)
+        return shared
+
+    def _mark_closed(self) -> None:
+        self._closed = True
+
+    # ------------------------------------------------------------- sending
+
+    def send(
+        self,
+        data: Any,
+        flags: int = 0,
+        copy: bool = True,
+        track: bool = False,
+        routing_id: int | None = None,
+        group: str | None = None,
+    ) -> Any:
+        """Send one frame, as pyzmq; with ``zmq.SNDMORE`` it is held for this
+        greenlet until the last frame of its message. Frames are taken before
+        ``send`` returns, so with ``track=True`` the tracker is already done."""
+        shared = self._live()
+        if routing_id is not None or group is not None:
+            data = zmq.Frame(data)
+            if routing_id is not None:
+                data.routing_id = routing_id
+            if group is not None:
+                data.group = group
+        shared.send(gevent.getcurrent(), [_check_frame(data)], int(flags))
+        return zmq.MessageTracker() if track else None
+
+    def send_multipart(
+        self, msg_parts: Any, flags: int = 0, copy: bool = True, track: bool = False, **kwargs: Any
+    ) -> Any:
+        """Send a whole multipart message at once, as pyzmq."""
+        shared = self._live()
+        frames = [_check_frame(part, i) for i, part in enumerate(msg_parts)]
+        if not frames:
+            raise ValueError("a message needs at least one frame")
+        shared.send(gevent.getcurrent(), frames, int(flags))
+        return zmq.MessageTracker() if track else None
+
+    # ----------------------------------------------------------- receiving
+
+    def recv(self, flags: int = 0, copy: bool = True, track: bool = False) -> Any:
+        """The next frame for this greenlet (the rest of a message it began
+        stays its own), as pyzmq: ``bytes``, or the ``zmq.Frame`` with
+        ``copy=False``."""
+        frame = self._live().recv_frame(gevent.getcurrent(), int(flags))
+        return frame.bytes if copy else frame
+
+    def recv_multipart(self, flags: int = 0, copy: bool = True, track: bool = False) -> list[Any]:
+        """The rest of this greenlet's message, or the next whole one, as pyzmq."""
+        frames = self._live().recv_message(gevent.getcurrent(), int(flags))
+        return [frame.bytes for frame in frames] if copy else frames
+
+    def recv_into(self, buffer: Any, /, *, nbytes: int = 0, flags: int = 0) -> int:
+        """Receive a frame into ``buffer`` (truncated to ``nbytes`` or the
+        buffer's size); returns the frame's full size, as pyzmq."""
+        view = memoryview(buffer).cast("B")
+        if view.readonly:
+            raise ValueError("recv_into needs a writable buffer")
+        if nbytes < 0:
+            raise ValueError(f"nbytes must be >= 0, got {nbytes}")
+        frame = self.recv(flags, copy=False)
+        data = frame.buffer
+        n = min(nbytes or len(view), len(view), len(data))
+        view[:n] = data[:n]
+        return len(data)
+
+    # ------------------------------------------------------------- options
+
+    def get(self, option: int) -> Any:
+        """An option, as pyzmq; ``RCVMORE`` and ``EVENTS`` answer for this
+        greenlet, and ``FD`` is a descriptor that becomes readable whenever
+        ``EVENTS`` may have changed."""
+        option = int(option)
+        if option == _RCVMORE:
+            self._live()
+            return int(self._shared.more.get(gevent.getcurrent(), False))  # type: ignore[union-attr]
+        if option == _EVENTS:
+            return self._live().events(gevent.getcurrent())
+        if option == _FD:
+            return self._live().notify_fd()
+        return super().get(option)
+
+    getsockopt = get
+
+    # ---------------------------------------------------------------- poll
+
+    def poll(self, timeout: int | None = None, flags: int = zmq.POLLIN) -> int:
+        """Which of ``flags`` this greenlet could do now, waiting up to
+        ``timeout`` ms (``None``: no limit) for one, as pyzmq."""
+        if self._closed:
+            raise zmq.ZMQError(zmq.ENOTSUP)
+        shared = self._live()
+        me = gevent.getcurrent()
+        flags = int(flags)
+        seconds = check_timeout(None if timeout is None or timeout < 0 else timeout / 1000)
+        deadline = None if seconds is None else get_hub().loop.now() + seconds
+        while True:
+            ready = shared.events(me) & flags
+            if ready or seconds == 0:
+                return ready
+            remaining = None if deadline is None else deadline - get_hub().loop.now()
+            if remaining is not None and remaining <= 0:
+                return 0
+            shared.wait_change(remaining)
+            if shared.closed:
+                raise zmq.ZMQError(zmq.ENOTSOCK)
+
+    # --------------------------------------------------------------- close
+
+    @property
+    def closed(self) -> bool:
+        """``True`` once closed (or its socket ended under it)."""
+        shared = self._shared
+        return bool(self._closed or shared is None or shared.closed)
+
+    @property
+    def unsent(self) -> list[list[Any]]:
+        """Messages accepted into a ``tx_size`` buffer that never reached libzmq."""
+        return self._shared.unsent if self._shared is not None else []
+
+    @property
+    def dropped_frames(self) -> int:
+        """Frames dropped because the greenlet reading their message ended first."""
+        return self._shared.dropped_frames if self._shared is not None else 0
 
     def close(self, linger: int | None = None) -> None:
-        """Close; ``linger`` in milliseconds (``None``: the socket's ``LINGER``).
-
-        Accepted messages that never reached the socket are kept in :attr:`unsent`.
-        """
-        seconds = check_linger(linger)  # refused before anything changes
+        """Close, as pyzmq: never blocks; libzmq's ``LINGER`` (or ``linger``,
+        ms) governs what it still holds. Every later call raises ``ENOTSOCK``."""
+        shared = self._shared
+        if self._closed or shared is None:
+            return
+        if linger is not None:
+            linger = int(linger)
+        if self.context is not None:
+            self.context._rm_socket(self)
+        if not shared.closed:
+            shared.close(linger)
         self._closed = True
-        self.unsent.extend(self._pair.close(None if seconds is None else seconds / 1000))
 
-    def __enter__(self) -> SharedSocket:
-        return self
+    def __repr__(self) -> str:
+        closed = " closed" if self.closed else ""
+        return f"<zmqchan_green.SharedSocket(zmq.{self._type_name}) at {hex(id(self))}{closed}>"
 
-    def __exit__(
-        self,
-        exc_type: builtins.type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+
+_patched: dict[str, Any] = {}
+
+
+def patch() -> None:
+    """Make every socket that any ``zmq.green.Context`` creates from now on a
+    :class:`SharedSocket` (idempotent; :func:`unpatch` undoes it)."""
+    import zmq.green
+
+    if "socket_class" not in _patched:
+        _patched["socket_class"] = zmq.green.Context._socket_class
+        zmq.green.Context._socket_class = SharedSocket
+
+
+def unpatch() -> None:
+    """Undo :func:`patch`: ``zmq.green`` contexts make ``zmq.green`` sockets again."""
+    import zmq.green
+
+    if "socket_class" in _patched:
+        zmq.green.Context._socket_class = _patched.pop("socket_class")
