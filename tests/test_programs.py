@@ -14,9 +14,9 @@ without and with the drop-in.
   process, checking every answer.
 
 ``patched=True`` runs the same programs with ``ZCG_DROPIN=1``: they turn on
-``zmqchan_green.patch()`` before any socket is made (a temporary shim in
-``tests/programs/dropin.py`` while the package has no ``patch()``), and the
-tests first check that the sockets really come from ``zmqchan_green``.
+``zmqchan_green.patch()`` before any socket is made (and wrap zerorpc's own
+socket class, which ``patch()`` does not reach: ``tests/programs/dropin.py``),
+and the tests first check that the sockets really come from ``zmqchan_green``.
 
 Every program runs in a subprocess of this interpreter with the checkout first
 on ``PYTHONPATH``, on 127.0.0.1 with ports the system picks, under a deadline.

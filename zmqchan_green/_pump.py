@@ -1278,7 +1278,7 @@ class Pump:
         linger = 0  # broken: nothing more can be flushed, and term() must not wait
         if self._close_linger is not _UNSET:
             if self.broken is None:
-                _close_socket(self.socket, self._close_linger)  # type: ignore[arg-type]
+                _close_socket(self.socket, self._close_linger)
                 return
         elif self.broken is None:
             remaining = self._pump_deadline() - time.monotonic()

@@ -234,7 +234,7 @@ class _Shared:
         fd = self.notify_fd()
         watcher = self.pump.hub.loop.io(fd, 1)
         try:
-            with gevent.Timeout(timeout, False):
+            with gevent.Timeout(timeout, False):  # type: ignore[arg-type]
                 get_hub().wait(watcher)
                 return True
             return False
@@ -289,7 +289,7 @@ class _Shared:
             self._give_turn()
 
     def _timeout(self, option: int) -> float | None:
-        ms = self.plain.get(option)
+        ms: int = self.plain.get(option)  # type: ignore[assignment]
         return None if ms < 0 else ms / 1000
 
     # ----------------------------------------------------------- receiving
@@ -435,18 +435,37 @@ class _Shared:
         self._give_turn()
 
 
-def _check_frame(data: Any, index: int | None = None) -> Any:
-    if isinstance(data, (bytes, zmq.Frame)):
+def _frame(data: Any, copy: bool, track: bool, threshold: int, index: int | None) -> Any:
+    """``data`` as the pump may hold it, checked as pyzmq checks it: a
+    snapshot for ``copy=True`` (the caller may change its buffer once ``send``
+    returns), else a zero-copy ``zmq.Frame`` (tracked with ``track=True``)
+    unless it is smaller than ``copy_threshold``."""
+    if isinstance(data, zmq.Frame):
+        if track and not data.tracker:
+            raise ValueError("Not a tracked message")
         return data
-    if isinstance(data, str):
+    if isinstance(data, str) and index is None:
         raise TypeError("unicode not allowed, use send_string")
     try:
-        memoryview(data)
+        view = memoryview(data)
     except TypeError:
         if index is None:
-            raise TypeError(f"{type(data).__name__} does not support the buffer interface") from None
-        raise TypeError(f"Frame {index} ({data!r:.32}) does not support the buffer interface.") from None
-    return bytes(data)  # a snapshot: the caller may change its buffer afterwards
+            raise TypeError(
+                f"{type(data).__name__} does not support the buffer interface"
+            ) from None
+        raise TypeError(
+            f"Frame {index} ({data!r:.32}) does not support the buffer interface."
+        ) from None
+    if copy or (threshold and view.nbytes < threshold):
+        return data if type(data) is bytes else view.tobytes()
+    return zmq.Frame(data, track=track, copy=False)
+
+
+def _tracker(frame: Any, copy: bool, track: bool) -> Any:
+    """What pyzmq's ``send`` returns for ``frame``."""
+    if isinstance(frame, zmq.Frame):
+        return frame.tracker
+    return None if copy else zmq._FINISHED_TRACKER
 
 
 class SharedSocket(zmq.Socket):  # type: ignore[type-arg]
@@ -465,6 +484,7 @@ class SharedSocket(zmq.Socket):  # type: ignore[type-arg]
     """
 
     _shared: _Shared | None = None
+    _over = "zmq.Socket"
 
     def __init__(
         self,
@@ -481,12 +501,24 @@ class SharedSocket(zmq.Socket):  # type: ignore[type-arg]
         if rx_size != 0:
             raise ValueError("a SharedSocket never reads ahead of its readers: rx_size must be 0")
         wrapped: zmq.Socket[Any] | None = None
+        if ctx_or_socket is not None and not isinstance(ctx_or_socket, (zmq.Socket, zmq.Context)):
+            what = type(ctx_or_socket).__name__
+            raise TypeError(f"SharedSocket takes a zmq.Socket or a zmq.Context, not {what}")
+        over = "zmq.Socket"
         if isinstance(ctx_or_socket, zmq.Socket):
             wrapped, ctx_or_socket = ctx_or_socket, None
             if wrapped.closed:
                 raise ValueError("cannot wrap a closed socket")
             shadow = wrapped.underlying
-        super().__init__(ctx_or_socket, socket_type, shadow=shadow, copy_threshold=copy_threshold)
+            over = type(wrapped).__dict__.get("_repr_cls") or _qualified(type(wrapped))
+            if copy_threshold is None:
+                copy_threshold = wrapped.copy_threshold
+        elif isinstance(ctx_or_socket, zmq.Context):
+            over = _qualified(type(ctx_or_socket)).replace("Context", "Socket")
+        super().__init__(  # type: ignore[call-overload]
+            ctx_or_socket, socket_type, shadow=shadow, copy_threshold=copy_threshold
+        )
+        self._over = over
         if wrapped is not None:
             self.context = wrapped.context
         shared = _by_address.get(self.underlying) if wrapped is None and shadow else None
@@ -527,28 +559,30 @@ class SharedSocket(zmq.Socket):  # type: ignore[type-arg]
         group: str | None = None,
     ) -> Any:
         """Send one frame, as pyzmq; with ``zmq.SNDMORE`` it is held for this
-        greenlet until the last frame of its message. Frames are taken before
-        ``send`` returns, so with ``track=True`` the tracker is already done."""
+        greenlet until the last frame of its message. ``copy``, ``track`` and
+        ``copy_threshold`` mean what they mean to pyzmq."""
         shared = self._live()
         if routing_id is not None or group is not None:
-            data = zmq.Frame(data)
+            data = zmq.Frame(data, track=track, copy=copy or None)
             if routing_id is not None:
                 data.routing_id = routing_id
             if group is not None:
                 data.group = group
-        shared.send(gevent.getcurrent(), [_check_frame(data)], int(flags))
-        return zmq.MessageTracker() if track else None
+        frame = _frame(data, copy, track, self.copy_threshold, None)
+        shared.send(gevent.getcurrent(), [frame], flags)
+        return _tracker(frame, copy, track)
 
     def send_multipart(
         self, msg_parts: Any, flags: int = 0, copy: bool = True, track: bool = False, **kwargs: Any
     ) -> Any:
         """Send a whole multipart message at once, as pyzmq."""
         shared = self._live()
-        frames = [_check_frame(part, i) for i, part in enumerate(msg_parts)]
+        threshold = self.copy_threshold
+        frames = [_frame(part, copy, track, threshold, i) for i, part in enumerate(msg_parts)]
         if not frames:
-            raise ValueError("a message needs at least one frame")
-        shared.send(gevent.getcurrent(), frames, int(flags))
-        return zmq.MessageTracker() if track else None
+            raise ValueError("empty message: a message needs at least one frame")
+        shared.send(gevent.getcurrent(), frames, flags)
+        return _tracker(frames[-1], copy, track)
 
     # ----------------------------------------------------------- receiving
 
@@ -556,22 +590,27 @@ class SharedSocket(zmq.Socket):  # type: ignore[type-arg]
         """The next frame for this greenlet (the rest of a message it began
         stays its own), as pyzmq: ``bytes``, or the ``zmq.Frame`` with
         ``copy=False``."""
-        frame = self._live().recv_frame(gevent.getcurrent(), int(flags))
+        frame = self._live().recv_frame(gevent.getcurrent(), flags)
         return frame.bytes if copy else frame
 
     def recv_multipart(self, flags: int = 0, copy: bool = True, track: bool = False) -> list[Any]:
         """The rest of this greenlet's message, or the next whole one, as pyzmq."""
-        frames = self._live().recv_message(gevent.getcurrent(), int(flags))
+        frames = self._live().recv_message(gevent.getcurrent(), flags)
         return [frame.bytes for frame in frames] if copy else frames
 
     def recv_into(self, buffer: Any, /, *, nbytes: int = 0, flags: int = 0) -> int:
         """Receive a frame into ``buffer`` (truncated to ``nbytes`` or the
         buffer's size); returns the frame's full size, as pyzmq."""
-        view = memoryview(buffer).cast("B")
-        if view.readonly:
-            raise ValueError("recv_into needs a writable buffer")
         if nbytes < 0:
             raise ValueError(f"nbytes must be >= 0, got {nbytes}")
+        view = memoryview(buffer)
+        if view.readonly:
+            raise BufferError("Cannot recv_into a read-only buffer")
+        if not view.c_contiguous:
+            raise BufferError("Can only recv_into contiguous buffers")
+        view = view.cast("B")
+        if nbytes > len(view):
+            raise ValueError(f"nbytes={nbytes} is more than the buffer holds ({len(view)})")
         frame = self.recv(flags, copy=False)
         data = frame.buffer
         n = min(nbytes or len(view), len(view), len(data))
@@ -643,8 +682,8 @@ class SharedSocket(zmq.Socket):  # type: ignore[type-arg]
         shared = self._shared
         if self._closed or shared is None:
             return
-        if linger is not None:
-            linger = int(linger)
+        if linger is not None and (isinstance(linger, bool) or not isinstance(linger, int)):
+            raise TypeError(f"linger must be an int of milliseconds, not {type(linger).__name__}")
         if self.context is not None:
             self.context._rm_socket(self)
         if not shared.closed:
@@ -653,7 +692,23 @@ class SharedSocket(zmq.Socket):  # type: ignore[type-arg]
 
     def __repr__(self) -> str:
         closed = " closed" if self.closed else ""
-        return f"<zmqchan_green.SharedSocket(zmq.{self._type_name}) at {hex(id(self))}{closed}>"
+        return (
+            f"<zmqchan_green.SharedSocket over {self._over}(zmq.{self._type_name}) "
+            f"at {hex(id(self))}{closed}>"
+        )
+
+
+def _qualified(cls: type) -> str:
+    """pyzmq's name for a class: ``zmq.green.Context`` rather than its module path."""
+    name = cls.__dict__.get("_repr_cls")
+    if isinstance(name, str):
+        return name
+    module = cls.__module__
+    if module.startswith("zmq.green"):
+        module = "zmq.green"
+    elif module.startswith("zmq."):
+        module = "zmq"
+    return f"{module}.{cls.__name__}"
 
 
 _patched: dict[str, Any] = {}
@@ -664,14 +719,16 @@ def patch() -> None:
     :class:`SharedSocket` (idempotent; :func:`unpatch` undoes it)."""
     import zmq.green
 
+    context: Any = zmq.green.Context
     if "socket_class" not in _patched:
-        _patched["socket_class"] = zmq.green.Context._socket_class
-        zmq.green.Context._socket_class = SharedSocket
+        _patched["socket_class"] = context._socket_class
+        context._socket_class = SharedSocket
 
 
 def unpatch() -> None:
     """Undo :func:`patch`: ``zmq.green`` contexts make ``zmq.green`` sockets again."""
     import zmq.green
 
+    context: Any = zmq.green.Context
     if "socket_class" in _patched:
-        zmq.green.Context._socket_class = _patched.pop("socket_class")
+        context._socket_class = _patched.pop("socket_class")

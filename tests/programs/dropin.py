@@ -1,17 +1,13 @@
 """How the programs under ``tests/programs`` turn the drop-in on.
 
-``apply()`` calls ``zmqchan_green.patch()`` when the package has it. Until it
-does, it installs :func:`_temporary_shim` instead, so the harness can run
-today.
-
-TEMPORARY SHIM (delete it once ``zmqchan_green.patch()`` exists): every socket
-that a ``zmq.green.Context`` creates is returned wrapped in a
-``SharedSocket``. zerorpc does not use ``zmq.green``: it has its own
-``zmq.Context`` subclass, ``zerorpc.gevent_zmq.Context``, whose ``socket()``
-makes a ``zerorpc.gevent_zmq.Socket`` (a plain ``zmq.Socket`` subclass that
-waits on ``ZMQ_FD`` itself). The shim wraps that context's sockets as well,
-since a drop-in that only replaced ``zmq.green`` would leave zerorpc's
-sockets untouched.
+``apply()`` calls ``zmqchan_green.patch()``, which makes every socket a
+``zmq.green.Context`` creates a ``SharedSocket``. zerorpc does not use
+``zmq.green``: it has its own ``zmq.Context`` subclass,
+``zerorpc.gevent_zmq.Context``, whose ``socket()`` makes a
+``zerorpc.gevent_zmq.Socket`` (a plain ``zmq.Socket`` subclass that waits on
+``ZMQ_FD`` itself), so ``patch()`` does not reach it. ``apply()`` also wraps
+that context's sockets in ``SharedSocket``, the way the README shows for any
+library with a socket class of its own.
 """
 
 from __future__ import annotations
@@ -29,15 +25,17 @@ def requested() -> bool:
 
 
 def apply() -> str:
-    """Turn the drop-in on; returns what was used (``"patch()"`` or ``"shim"``)."""
+    """Turn the drop-in on; returns what was used."""
     import zmqchan_green
 
-    patch = getattr(zmqchan_green, "patch", None)
-    if patch is not None:
-        patch()
+    zmqchan_green.patch()
+    try:
+        import zerorpc.gevent_zmq
+    except ImportError:
         return "patch()"
-    _temporary_shim()
-    return "shim"
+    if not hasattr(zerorpc.gevent_zmq.Context.socket, "__wrapped__"):
+        zerorpc.gevent_zmq.Context.socket = _wrapping(zerorpc.gevent_zmq.Context.socket)
+    return "patch() and zerorpc's sockets wrapped"
 
 
 def apply_if_requested() -> str | None:
@@ -53,17 +51,3 @@ def _wrapping(original: Any) -> Any:
 
     socket.__wrapped__ = original  # type: ignore[attr-defined]
     return socket
-
-
-def _temporary_shim() -> None:
-    """TEMPORARY: stand-in for ``zmqchan_green.patch()`` (see the module text)."""
-    import zmq.green
-
-    if not hasattr(zmq.green.Context.socket, "__wrapped__"):
-        zmq.green.Context.socket = _wrapping(zmq.green.Context.socket)
-    try:
-        import zerorpc.gevent_zmq
-    except ImportError:
-        return
-    if not hasattr(zerorpc.gevent_zmq.Context.socket, "__wrapped__"):
-        zerorpc.gevent_zmq.Context.socket = _wrapping(zerorpc.gevent_zmq.Context.socket)

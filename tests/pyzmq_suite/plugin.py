@@ -4,7 +4,12 @@ Loaded with ``-p tests.pyzmq_suite.plugin`` (``run.py`` does this). With
 ``--dropin-mode=patched`` (the default) it calls ``zmqchan_green.patch()`` at
 configure time, so every socket a ``zmq.green.Context`` creates is a
 ``SharedSocket``; ``--dropin-mode=plain`` leaves zmq.green alone (the
-baseline). Until ``patch()`` exists a temporary local shim does the same.
+baseline).
+
+In patched mode, the tests listed in :data:`EXPECTED_FAILURES` are marked as
+strict expected failures, each with its reason: they test what a
+``SharedSocket`` deliberately does differently. If one starts passing, the
+run fails, so the list never goes stale.
 
 Only the green test classes run: those deriving from pyzmq's ``GreenTest``
 mixin (in ``zmq_test_utils``). Everything else collected is deselected, and
@@ -23,7 +28,6 @@ from __future__ import annotations
 
 import signal
 from collections import Counter
-from collections.abc import Callable
 from typing import Any
 
 import gevent
@@ -31,48 +35,6 @@ import gevent.monkey
 import pytest
 
 import zmqchan_green
-
-# ---------------------------------------------------------------------------
-# TEMPORARY shim: stands in for zmqchan_green.patch()/unpatch() until the
-# library has them. Delete this block once they land; the plugin already
-# prefers the real ones whenever they exist.
-
-
-_shim_saved: dict[str, Any] = {}
-
-
-def _shim_patch() -> None:
-    """Make every socket a ``zmq.green.Context`` creates from now on a
-    ``SharedSocket`` wrapping the socket it would have created (idempotent)."""
-    from zmq.green.core import _Context
-
-    if "socket" in _shim_saved:
-        return
-    original = _Context.socket
-
-    def socket(self: Any, socket_type: int, socket_class: Any = None, **kwargs: Any) -> Any:
-        inner = socket_class if socket_class is not None else self._socket_class
-
-        def shared(ctx: Any, kind: int, **kw: Any) -> zmqchan_green.SharedSocket:
-            return zmqchan_green.SharedSocket(inner(ctx, kind, **kw))
-
-        # The context registers (and ``destroy`` closes) the SharedSocket itself.
-        return original(self, socket_type, socket_class=shared, **kwargs)
-
-    _shim_saved["socket"] = original
-    _Context.socket = socket  # type: ignore[method-assign]
-
-
-def _shim_unpatch() -> None:
-    from zmq.green.core import _Context
-
-    original = _shim_saved.pop("socket", None)
-    if original is not None:
-        _Context.socket = original  # type: ignore[method-assign]
-
-
-# end of the TEMPORARY shim
-# ---------------------------------------------------------------------------
 
 #: Name of pyzmq's mixin that makes a test class green.
 GREEN_MIXIN = "GreenTest"
@@ -91,13 +53,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
-def _patch_functions() -> tuple[str, Callable[[], None], Callable[[], None]]:
-    patch = getattr(zmqchan_green, "patch", None)
-    if callable(patch):
-        unpatch = getattr(zmqchan_green, "unpatch", None)
-        return "zmqchan_green.patch()", patch, unpatch if callable(unpatch) else lambda: None
-    how = "TEMPORARY local shim (zmqchan_green.patch() does not exist yet)"
-    return how, _shim_patch, _shim_unpatch
+#: pyzmq tests that a SharedSocket fails on purpose, by test id, with the reason.
+EXPECTED_FAILURES = {
+    "test_socket.py::TestSocketGreen::test_warn_get_timeo": (
+        "zmq.green warns that RCVTIMEO/SNDTIMEO have no effect; on a SharedSocket they "
+        "work, so there is no warning"
+    ),
+    "test_socket.py::TestSocketGreen::test_warn_set_timeo": (
+        "zmq.green warns that RCVTIMEO/SNDTIMEO have no effect; on a SharedSocket they "
+        "work, so there is no warning"
+    ),
+}
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -106,9 +72,9 @@ def pytest_configure(config: pytest.Config) -> None:
     mode = config.getoption("--dropin-mode")
     how = "none: plain zmq.green sockets (baseline)"
     if mode == "patched":
-        how, patch, unpatch = _patch_functions()
-        patch()
-        config.add_cleanup(unpatch)
+        how = "zmqchan_green.patch()"
+        zmqchan_green.patch()
+        config.add_cleanup(zmqchan_green.unpatch)
     config.stash[_how_key] = how
 
 
@@ -169,6 +135,11 @@ def pytest_collection_modifyitems(
             f"no green test classes collected from {empty}: is gevent importable? "
             "(pyzmq defines them only when it is)"
         )
+    if config.getoption("--dropin-mode") == "patched":
+        for item in kept:
+            reason = EXPECTED_FAILURES.get(item.nodeid.rsplit("/", 1)[-1])
+            if reason is not None:
+                item.add_marker(pytest.mark.xfail(reason=reason, strict=True))
     items[:] = kept
     if dropped:
         config.hook.pytest_deselected(items=dropped)
