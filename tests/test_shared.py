@@ -277,8 +277,10 @@ def test_pyzmq_extras(make_socket, shared):
     push.connect(endpoint)
     push.hwm = 7
     assert push.sndhwm == 7 and push.rcvhwm == 7 and push.hwm == 7
-    tracker = push.send(b"tracked", track=True)
-    assert tracker.done
+    assert push.send(b"copied", track=True) is None  # as pyzmq: a copy, nothing to track
+    assert pull.recv() == b"copied"
+    tracker = push.send(b"tracked", copy=False, track=True)
+    assert tracker.done  # below copy_threshold: copied after all, as pyzmq
     assert pull.recv() == b"tracked"
     port = pull.bind_to_random_port("tcp://127.0.0.1")
     assert isinstance(port, int)
