@@ -70,7 +70,9 @@ class ChannelPair:
     At the edges: a message libzmq rolled back because its peer went away
     mid-message goes out again whole (never as a fragment); on a ``ROUTER``
     with ``ROUTER_MANDATORY``, a peer that cannot take a message holds back only
-    its own messages. A pair belongs to the process that made it: in a child
+    its own messages (what waits for stalled peers counts against ``tx_size``;
+    besides, one message per stalled peer may be held: the one in the pump's
+    hand when that peer refused it). A pair belongs to the process that made it: in a child
     after a fork it never touches the socket, uses no CPU, reports
     ``closed``, and every call raises :class:`ChannelBroken` (its cause says it
     was inherited across a fork); make new pairs on a new context there.
