@@ -284,3 +284,26 @@ def test_pyzmq_extras(make_socket, shared):
     assert pull.recv() == b"tracked"
     port = pull.bind_to_random_port("tcp://127.0.0.1")
     assert isinstance(port, int)
+
+
+def test_close_wakes_every_blocked_greenlet(make_socket, shared):
+    """Greenlets blocked in recv, send and poll when the socket closes wake with
+    ENOTSOCK, and close itself never waits for them."""
+    pull = shared(make_socket(zmq.PULL))
+    pull.bind(f"inproc://close-wakes-{id(pull)}")
+    push = shared(make_socket(zmq.PUSH, sndhwm=1))  # no peer: a send blocks
+    blocked = [
+        gevent.spawn(pull.recv),
+        gevent.spawn(pull.poll, 10000),
+        gevent.spawn(pull.recv_multipart),
+        gevent.spawn(push.send, b"never"),
+    ]
+    gevent.sleep(0)  # each runs until it blocks
+    assert not any(g.ready() for g in blocked)
+    with gevent.Timeout(5, AssertionError("close() blocked")):
+        pull.close()
+        push.close()
+    gevent.joinall(blocked, timeout=5)
+    for g in blocked:
+        assert isinstance(g.exception, zmq.ZMQError), g
+        assert g.exception.errno == zmq.ENOTSOCK

@@ -150,6 +150,7 @@ class _Pulse:
             pass
 
     def close(self) -> None:
+        """Release the descriptor (when nothing can watch it any more)."""
         self._timer.close()
         os.close(self.fd)
         if self._write_fd != self.fd:
@@ -189,9 +190,9 @@ class _Shared:
         unsent = self.pump.close_now(linger)
         self.unsent.extend(unsent)
         self.turn_free.set()
-        if self._pulse is not None:
-            self._pulse.close()
-            self._pulse = None
+        # Pollers wake and find the socket closed. The descriptor stays open
+        # while this state lives: a watcher may still be on it this iteration.
+        self._changed()
         return unsent
 
     # ------------------------------------------------------------- polling
@@ -201,6 +202,7 @@ class _Shared:
             if self.pump.closing:
                 raise zmq.ZMQError(zmq.ENOTSOCK)
             self._pulse = _Pulse(self.pump.hub.loop)
+            weakref.finalize(self, self._pulse.close)
             self.pump.observer = self.observe
         return self._pulse.fd
 
