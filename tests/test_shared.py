@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gevent
+import gevent.event
 import pytest
+import zmq as plain_zmq
 import zmq.green as zmq
 
 import zmqchan_green as zc
@@ -307,3 +309,100 @@ def test_close_wakes_every_blocked_greenlet(make_socket, shared):
     for g in blocked:
         assert isinstance(g.exception, zmq.ZMQError), g
         assert g.exception.errno == zmq.ENOTSOCK
+
+
+def test_pollin_means_a_noblock_recv_succeeds_while_another_greenlet_waits(make_socket, shared):
+    """Whoever finds a message may read it: POLLIN from poll, EVENTS or a
+    zmq.Poller is never followed by Again because a blocked reader is queued."""
+    pull = shared(make_socket(zmq.PULL))
+    endpoint = f"inproc://pollin-{id(pull)}"
+    pull.bind(endpoint)
+    push = make_socket(zmq.PUSH)
+    push.connect(endpoint)
+    blocked = gevent.spawn(pull.recv)
+    gevent.sleep(0)  # it waits in recv
+    for check in (
+        lambda: pull.poll(5000),
+        lambda: wait_for(lambda: pull.getsockopt(zmq.EVENTS) & zmq.POLLIN, what="POLLIN"),
+        lambda: _plain_poll(pull),
+    ):
+        push.send(b"m")
+        check()
+        assert pull.recv(zmq.NOBLOCK) == b"m"
+    push.send(b"last")
+    assert blocked.get(timeout=5) == b"last"
+
+
+def _plain_poll(sock):
+    poller = plain_zmq.Poller()
+    poller.register(sock, zmq.POLLIN)
+    deadline = gevent.get_hub().loop.now() + 5
+    while not poller.poll(0):
+        assert gevent.get_hub().loop.now() < deadline, "zmq.Poller never saw POLLIN"
+        gevent.sleep(0.001)
+
+
+def test_a_send_interrupted_while_it_waits_sent_nothing(make_socket, shared):
+    """A timeout thrown into a blocked send means the message was not sent, as
+    on pyzmq: senders that retry after a timeout never duplicate a message."""
+    pull = make_socket(zmq.PULL, rcvhwm=1)
+    port = pull.bind_to_random_port("tcp://127.0.0.1")
+    push = shared(make_socket(zmq.PUSH, sndhwm=1))
+    push.connect(f"tcp://127.0.0.1:{port}")
+    timeouts = [0]
+
+    def sender(i):
+        for j in range(50):
+            while True:
+                try:
+                    with gevent.Timeout(0.0005 * (1 + (i + j) % 4)):
+                        push.send_multipart([b"%d" % i, b"%d" % j])
+                    break
+                except gevent.Timeout:
+                    timeouts[0] += 1
+
+    senders = [gevent.spawn(sender, i) for i in range(20)]
+    got = []
+    while len(got) < 1000:
+        assert pull.poll(10000), f"stalled after {len(got)} messages"
+        got.append(tuple(pull.recv_multipart()))
+    gevent.joinall(senders, timeout=10, raise_error=True)
+    assert len(set(got)) == 1000, f"{1000 - len(set(got))} duplicates"
+    assert not pull.poll(50)  # and nothing more
+
+
+def test_many_blocked_senders_all_get_through(make_socket, shared):
+    pull = make_socket(zmq.PULL, rcvhwm=1)
+    port = pull.bind_to_random_port("tcp://127.0.0.1")
+    push = shared(make_socket(zmq.PUSH, sndhwm=1))
+    push.connect(f"tcp://127.0.0.1:{port}")
+    senders = [
+        gevent.spawn(lambda i=i: [push.send_multipart([b"%d" % i, b"%d" % j]) for j in range(40)])
+        for i in range(50)
+    ]
+    got = [pull.recv_multipart() for _ in range(2000)]
+    gevent.joinall(senders, timeout=10, raise_error=True)
+    for i in range(50):
+        mine = [int(m[1]) for m in got if m[0] == b"%d" % i]
+        assert mine == list(range(40))  # each sender's order kept
+
+
+def test_a_req_turn_held_by_a_raw_greenlet_is_given_up_when_it_ends(make_socket, shared):
+    rep = make_socket(zmq.REP)
+    port = rep.bind_to_random_port("tcp://127.0.0.1")
+    req = shared(make_socket(zmq.REQ))
+    req.connect(f"tcp://127.0.0.1:{port}")
+    server = gevent.spawn(lambda: [rep.send(b"re:" + rep.recv()) for _ in range(2)])
+    leave = gevent.event.Event()
+
+    def orphan():
+        req.send(b"orphan")
+        leave.wait()  # ends without reading its reply, while another waits its turn
+
+    holder = gevent.spawn_raw(orphan)
+    waiting = gevent.spawn(lambda: (req.send(b"mine"), req.recv())[1])
+    gevent.sleep(0)
+    assert not holder.dead and not waiting.ready()
+    leave.set()
+    assert waiting.get(timeout=10) == b"re:mine"  # never the orphan's reply
+    server.join(5)

@@ -244,6 +244,8 @@ def _write(sock: zmq.Socket[Any], msg: list[Any]) -> int:
 _UNSET: Any = object()
 #: What ``wait_readable``'s op is finished with: the caller may read now.
 READ_NOW = "read now"
+#: What ``send_through``'s op is finished with: the caller may write now.
+WRITE_NOW = "write now"
 
 
 def _req_lost() -> zmq.ZMQError:
@@ -614,6 +616,8 @@ class Pump:
             if op.result is READ_NOW:  # its turn to read, never taken: the next one's
                 self._reader_signalled = False
                 self.wake()
+            elif op.result is WRITE_NOW:
+                self.wake()
             else:
                 self.deliver(op.result, front=True)
 
@@ -711,56 +715,94 @@ class Pump:
             raise self.closed_error()
 
     def write_now(self, msg: list[Any]) -> bool:
-        """Hand ``msg`` to the socket now if nobody waits ahead and libzmq takes
-        it whole (greenlets of the hub's thread); ``False`` if not taken.
-        Errors other than ``EAGAIN`` raise, as from pyzmq."""
+        """Hand ``msg`` to the socket now if libzmq takes it whole (greenlets of
+        the hub's thread); ``False`` if not taken. As with pyzmq, whoever
+        finds the socket writable writes: a direct send does not wait behind
+        blocked senders. Errors other than ``EAGAIN`` raise, as from pyzmq."""
         self._check_direct()
-        if self._tx or self._tx_wait or self._parked:
-            return False  # keep the order: others wait ahead
+        if self._tx or self._parked:
+            return False  # a tx_size buffer keeps its order
+        taken = self._write_direct(msg)
+        self.after_direct()
+        return taken
+
+    def _write_direct(self, msg: list[Any]) -> bool:
         refused = _write(self._plain, msg)
-        if refused > 0 and not self._recover(msg, refused):
-            self.after_direct()
-            raise _req_lost()
         if refused < 0:
             self.sent += 1
-        self.after_direct()
-        return refused < 0
+            self._stall_delay = _STALL_MIN
+            return True
+        if refused > 0 and not self._recover(msg, refused):
+            raise _req_lost()
+        return False
 
     def send_through(self, msg: list[Any], timeout: float | None) -> None:
-        """Wait (the calling greenlet) until the pump wrote ``msg`` to the socket."""
+        """Wait (the calling greenlet) for the socket to take ``msg``: the pump
+        gives waiting senders their turn (``WRITE_NOW``) when it is writable,
+        and each writes for itself. So a sender that a timeout or ``kill()``
+        interrupts has sent nothing, as on pyzmq."""
         self._check_direct()
         self._refuse_pump("send()")
-        op = GreenletOp(msg, self.hub)
-        self._tx_wait.append(op)
-        self.wake()
-        self._block(SEND, op, timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        front = False
+        while True:
+            remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            op = GreenletOp(msg, self.hub)
+            if front:  # it was its turn, and the socket refused: keep its place
+                self._tx_wait.appendleft(op)
+            else:
+                self._tx_wait.append(op)
+            self.wake()
+            self._block(SEND, op, remaining)
+            self._check_direct()
+            # A send processes libzmq's pending commands only now and then (it
+            # throttles them), reading EVENTS always does: a refusal while
+            # EVENTS says POLLOUT is such a command not yet seen, so once more.
+            if self._write_direct(msg) or (
+                not self._routes
+                and _get_option(self._plain, _EVENTS) & _POLLOUT
+                and self._write_direct(msg)
+            ):
+                self.after_direct()
+                return
+            if self._routes:
+                self._stalled_peers.add(bytes(msg[0]))  # its peer refused: others go on
+                self._arm_stall_timer()
+            elif _get_option(self._plain, _EVENTS) & _POLLOUT:
+                self._stall()  # writable, yet refused twice (a pipe going away): back off
+            # Else the write ate the edge that will announce POLLOUT; the pump,
+            # woken below, reads EVENTS again and hears the next one.
+            front = True
 
-    def read_frame(self, signalled: bool | None = False) -> zmq.Frame | None:
-        """The next frame, read by the caller now, or ``None`` if libzmq has none
-        or others wait ahead for one (``signalled``: the pump gave the caller
-        its turn; ``None``: the rest of a message already begun)."""
+    def read_frame(self, signalled: bool = False) -> zmq.Frame | None:
+        """The next frame, read by the caller now, or ``None`` if libzmq has
+        none (``signalled``: the pump gave the caller its turn). As with pyzmq,
+        whoever finds a message reads it: a direct read does not wait behind
+        blocked readers, so ``POLLIN`` always means a read would succeed."""
         self._check_direct()
         if signalled:
             self._reader_signalled = False
-        elif signalled is not None and (self._rx_wait or self._reader_signalled):
-            return None
         try:
-            frame: zmq.Frame = _recv(self._plain, _NOBLOCK, False)
+            frame: zmq.Frame | None = _recv(self._plain, _NOBLOCK, False)
         except zmq.Again:
-            frame = None  # type: ignore[assignment]
+            frame = None
         else:
-            if not frame.more:
+            if not frame.more:  # type: ignore[union-attr]
                 self.received += 1
         self.after_direct()
         return frame
 
-    def wait_readable(self, timeout: float | None) -> None:
+    def wait_readable(self, timeout: float | None, front: bool = False) -> None:
         """Wait (the calling greenlet) for its turn to read: the pump saw
-        ``POLLIN`` while this caller was first in line."""
+        ``POLLIN`` while this caller was first in line (``front``: it had the
+        turn and found nothing, so it keeps its place)."""
         self._check_direct()
         self._refuse_pump("recv()")
         op = GreenletOp(None, self.hub)
-        self._rx_wait.append(op)
+        if front:
+            self._rx_wait.appendleft(op)
+        else:
+            self._rx_wait.append(op)
         self.wake()
         self._block(RECV, op, timeout)
 
@@ -772,10 +814,6 @@ class Pump:
             self.observer(events)
         self.after_direct()
         return events
-
-    def senders_waiting(self) -> bool:
-        """Whether senders wait for the socket (a send from here would queue)."""
-        return bool(self._tx_wait or self._tx)
 
     def after_direct(self) -> None:
         """A direct call may have eaten a ``ZMQ_FD`` edge: whoever waits must
@@ -792,49 +830,21 @@ class Pump:
                 self._reader_signalled = True
                 return
 
-    def _pump_send_through(self, budget: int) -> int:
-        """Write waiting senders' messages to the socket, finishing each sender
-        only once libzmq took its message whole (a rendezvous in direct use)."""
+    def _signal_writers(self) -> None:
+        """Give waiting senders their turn to write (direct use, rendezvous):
+        all of them, oldest first, but those whose ROUTER peer refused lately."""
         waiting = self._tx_wait
         stalled = self._stalled_peers
-        n = i = 0
-        while n < budget and i < len(waiting):
-            op = waiting[i]
-            msg = op.payload
+        keep: deque[Op] = deque()
+        while waiting:
+            op = waiting.popleft()
             if op.state != PENDING:
-                del waiting[i]
                 continue
-            if stalled and bytes(msg[0]) in stalled:
-                i += 1  # its peer refused this round: others go on
-                continue
-            try:
-                refused = _write(self._plain, msg)
-                if refused > 0 and not self._recover(msg, refused):
-                    raise _req_lost()
-            except zmq.ZMQError as exc:
-                if exc.errno in _FATAL:
-                    raise
-                del waiting[i]
-                op.finish(error=exc)  # e.g. EHOSTUNREACH: to the sender, as pyzmq
-                n += 1
-                continue
-            if refused < 0:
-                del waiting[i]
-                op.finish()
-                self.sent += 1
-                n += 1
-                continue
-            if self._routes and refused == 0:
-                stalled.add(bytes(msg[0]))
-                i += 1
-                self._arm_stall_timer()
-                continue
-            if n == 0:
-                self._stall()
-            break
-        if n:
-            self._stall_delay = _STALL_MIN
-        return n
+            if stalled and self._routes and bytes(op.payload[0]) in stalled:
+                keep.append(op)
+            else:
+                op.finish(WRITE_NOW)
+        waiting.extend(keep)
 
     def close_now(self, linger: int | None) -> list[list[Any]]:
         """Close at once, never waiting (direct use): what libzmq takes now goes
@@ -951,7 +961,7 @@ class Pump:
                 done += self._pump_parked(budget)
             if self._writable and not self._send_stalled and (self._tx or self._tx_wait):
                 if self._through:
-                    done += self._pump_send_through(min(budget - done, self._per_events))
+                    self._signal_writers()
                 else:
                     done += self._pump_send(min(budget - done, self._per_events))
             if done and self._per_events == 1:

@@ -13,10 +13,12 @@ or could mix two greenlets' frames is done differently, and all of it in
 * A :class:`~._pump.Pump` in direct use owns the socket: it is the only code
   that *waits* on it. Greenlets of the hub's thread send and receive with
   non-blocking calls themselves (nothing can run in between), and queue at
-  the pump only when they must wait: a sender's message is written through
-  (its ``send`` returns once libzmq took it), a reader is given its turn to
-  read when ``POLLIN`` comes. The pump never reads ahead, so libzmq's own
-  state (``EVENTS``, ``zmq_poll`` on the handle) stays true.
+  the pump only when they must wait: waiting senders are given their turn to
+  write when ``POLLOUT`` comes, a waiting reader its turn to read when
+  ``POLLIN`` comes, and each then does it itself. So a call interrupted while
+  it waits has done nothing (as on pyzmq), whoever finds the socket ready
+  may use it at once, and the pump never reads ahead: libzmq's own state
+  (``EVENTS``, ``zmq_poll`` on the handle) stays true.
 * Frames a greenlet sends with ``SNDMORE`` wait in its own list until its last
   frame; then the message goes out whole. A greenlet that ``recv``\\ s one frame
   of a message is its ``reader``: the rest stays in libzmq for it (``RCVMORE``
@@ -27,9 +29,13 @@ or could mix two greenlets' frames is done differently, and all of it in
 * ``REQ``/``REP``: the greenlet that sent a request (``REQ``) or received one
   (``REP``) holds the socket's turn until its reply; another greenlet's
   ``send`` (``REQ``) or ``recv`` (``REP``) waits for the turn, and out-of-turn
-  calls raise ``EFSM``. A ``REQ`` turn whose greenlet dies is given up with
+  calls raise ``EFSM``. A ``REQ`` turn whose greenlet ends is given up with
   ``REQ_RELAXED`` and ``REQ_CORRELATE`` set, so its late reply is dropped by
-  libzmq instead of reaching the next greenlet.
+  libzmq instead of reaching the next greenlet. (A ``gevent.Greenlet`` is
+  watched with ``rawlink``; a raw greenlet is held weakly and its turn given
+  up when it is collected.) A ``REP`` greenlet that ends without replying
+  leaves the socket waiting for that reply, as on pyzmq: the next ``recv``
+  raises ``EFSM``.
 * Polling: ``EVENTS`` and :meth:`SharedSocket.poll` answer for the calling
   greenlet. ``FD`` is an ``eventfd`` of ours that pulses (readable for one
   loop iteration) whenever ``EVENTS`` may have changed: the pump reports every
@@ -42,6 +48,7 @@ or could mix two greenlets' frames is done differently, and all of it in
 from __future__ import annotations
 
 import os
+import time
 import weakref
 from collections import deque
 from collections.abc import Callable
@@ -66,6 +73,9 @@ _POLLOUT = int(zmq.POLLOUT)
 _EVENTS = int(zmq.EVENTS)
 _RCVMORE = int(zmq.RCVMORE)
 _FD = int(zmq.FD)
+#: How often a greenlet waiting for a REQ/REP turn held by a raw greenlet
+#: (which has no exit notification) checks whether the holder ended (seconds).
+_RAW_HOLDER_CHECK = 0.1
 
 #: Every live :class:`_Shared` by the address of its libzmq socket (copies and
 #: shadows of a SharedSocket share it).
@@ -103,17 +113,8 @@ class _Translated:
 _translated = _Translated()
 
 
-def _watch_exit(g: Any, callback: Callable[[], None]) -> Callable[[], None]:
-    """Call ``callback`` (in the hub) when greenlet ``g`` ends; returns a cancel."""
-    if isinstance(g, gevent.Greenlet):
-
-        def on_exit(_g: Any) -> None:
-            callback()
-
-        g.rawlink(on_exit)
-        return lambda: g.unlink(on_exit)
-    finalizer = weakref.finalize(g, callback)
-    return finalizer.detach  # type: ignore[return-value]
+def _nothing() -> None:
+    return None
 
 
 class _Pulse:
@@ -171,7 +172,7 @@ class _Shared:
         self.more: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
         self.held: weakref.WeakKeyDictionary[Any, deque[zmq.Frame]] = weakref.WeakKeyDictionary()
         self.reader: Any = None
-        self.turn: Any = None
+        self._turn: Any = None  # the holder, or a weak reference to a raw greenlet
         self._turn_watch: Callable[[], None] | None = None
         self.turn_free = Event()
         self.turn_free.set()
@@ -179,6 +180,12 @@ class _Shared:
         self.unsent: list[list[Any]] = []
         self._pulse: _Pulse | None = None
         self._last_events = -1
+
+    @property
+    def turn(self) -> Any:
+        """The greenlet holding the REQ/REP turn, or ``None``."""
+        turn = self._turn
+        return turn() if isinstance(turn, weakref.ref) else turn
 
     # ------------------------------------------------------------- closing
 
@@ -227,8 +234,6 @@ class _Shared:
         turn = self.turn
         if (self.req or self.rep) and turn is not None and turn is not me:
             events &= ~(_POLLIN | _POLLOUT)
-        if self.pump.senders_waiting():
-            events &= ~_POLLOUT  # others wait ahead of a send from here
         return events
 
     def wait_change(self, timeout: float | None) -> bool:
@@ -343,12 +348,13 @@ class _Shared:
             if flags & _NOBLOCK:
                 raise zmq.Again()
             with _translated:
-                pump.wait_readable(timeout)  # (a timeout counts from each wait)
+                # (a timeout counts from each wait)
+                pump.wait_readable(timeout, front=signalled)
             signalled = True
 
     def _read_rest(self) -> zmq.Frame:
         with _translated:
-            frame = self.pump.read_frame(None)
+            frame = self.pump.read_frame()
         if frame is None:  # pragma: no cover - libzmq delivers messages whole
             raise zmq.Again()
         return frame
@@ -395,37 +401,59 @@ class _Shared:
         if self.turn is me:
             return False
         timeout = None if flags & _NOBLOCK else self._timeout(option)
+        deadline = None if timeout is None else time.monotonic() + timeout
         while self.turn is not None:
             if self.turn.dead:
-                self._turn_holder_died()
+                self._orphaned(self._turn)
                 break
-            if flags & _NOBLOCK or not self.turn_free.wait(timeout):
+            if flags & _NOBLOCK:
                 raise zmq.Again()
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise zmq.Again()
+            if not isinstance(self._turn, gevent.Greenlet):
+                # A raw greenlet cannot tell us when it ends: look again now and then.
+                remaining = (
+                    _RAW_HOLDER_CHECK if remaining is None else min(remaining, _RAW_HOLDER_CHECK)
+                )
+            self.turn_free.wait(remaining)
             if self.pump.closing:
                 raise zmq.ZMQError(zmq.ENOTSOCK)
-        self.turn = me
+        self._turn = me
         self.turn_free.clear()
         return True
 
     def _hold_turn(self, me: Any) -> None:
         """``me`` holds the turn until its reply (REQ) or its reply is sent (REP)."""
-        self.turn = me
+        if self._turn_watch is not None and self.turn is me:
+            return
+        token: Any
+        if isinstance(me, gevent.Greenlet):
+            token = me
+
+            def on_exit(_g: Any) -> None:
+                self._orphaned(token)
+
+            me.rawlink(on_exit)
+            self._turn_watch = lambda: me.unlink(on_exit)
+        else:
+            token = weakref.ref(me, self._orphaned)
+            self._turn_watch = _nothing
+        self._turn = token
         self.turn_free.clear()
-        if self._turn_watch is None:
-            self._turn_watch = _watch_exit(me, self._turn_holder_died)
 
     def _give_turn(self) -> None:
-        self.turn = None
-        if self._turn_watch is not None:
-            self._turn_watch()
-            self._turn_watch = None
+        watch, self._turn_watch = self._turn_watch, None
+        self._turn = None
+        if watch is not None:
+            watch()
         self.turn_free.set()
         self._changed()
 
-    def _turn_holder_died(self) -> None:
-        holder = self.turn
-        if holder is None or not holder.dead:
-            return
+    def _orphaned(self, token: Any) -> None:
+        """The turn's holder (``token``) ended before its turn was over."""
+        if self._turn is not token:
+            return  # its turn was over already
         if self.req and not self.pump.closing:
             # Its request is orphaned: let the next one go, and have libzmq
             # drop the late reply instead of giving it to the next greenlet.
