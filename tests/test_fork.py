@@ -31,7 +31,7 @@ from .conftest import ROOT, repo_env, run_python
 pytestmark = pytest.mark.timeout(60)
 
 SCENARIO = r"""
-import json, os, sys, time
+import json, os, signal, sys, time
 import gevent, gevent.os
 import zmq.green as zmq
 import zmqchan_green as zc
@@ -102,6 +102,7 @@ if how == "os":
 elif how == "gevent":
     pid = gevent.fork()
 if pid == 0:
+    signal.alarm(30)  # a child that spins is killed, not left behind
     os.close(r)
     try:
         result = child()
@@ -317,7 +318,7 @@ def _get(sock_path: Path) -> str:
 
 
 FORK_IN_CALL = r"""
-import json, os, time
+import json, os, signal, time
 import gevent
 import zmq.green as zmq
 import zmqchan_green as zc
@@ -330,6 +331,7 @@ b.connect("inproc://fork-in-call")
 pa, pb = zc.ChannelPair(a), zc.ChannelPair(b)
 pid = pa.call(lambda s: os.fork())
 if pid == 0:
+    signal.alarm(20)  # a child that spins is killed, not left behind
     gevent.reinit()
     start = os.times()
     gevent.sleep(1.0)
