@@ -74,9 +74,9 @@ def test_full_plan_covers_every_case_once() -> None:
     keys = [spec.key for spec in specs]
     assert len(keys) == len(set(keys))
     assert {spec.case for spec in specs} == set(CASES)
-    # 8 throughput rows x 3 sizes x 2 transports, 5 more sweep points,
+    # 10 throughput rows x 3 sizes x 2 transports, 7 more sweep points,
     # 4 latency, 3 memory, 1 lag.
-    assert len(specs) == 48 + 5 + 4 + 3 + 1
+    assert len(specs) == 60 + 7 + 4 + 3 + 1
 
 
 def test_ratios_mark_pass_miss_and_missing() -> None:

@@ -15,6 +15,11 @@ Throughput (each a :class:`~.harness.Transfer`, PUSH→PULL):
   that is also wrapped in a pair, with one receiving greenlet.
 * ``threadport``: 4 native threads send through the pair's
   :class:`~zmqchan_green.ThreadPort`; a greenlet receives through the PULL pair.
+* ``shared``: the drop-in: PUSH and PULL are both
+  :class:`~zmqchan_green.SharedSocket` sockets (no send buffer, as pyzmq), ``G``
+  greenlets call ``send_multipart`` on the one PUSH at once (no lock), one
+  greenlet calls ``recv_multipart``. Compared with ``raw_green`` (G=1) and
+  ``green_lock`` (G=10): what a program gains by switching.
 
 Latency: ``rtt_raw`` / ``rtt_pair``: DEALER↔ROUTER round trips over tcp, one
 request in flight, raw ``zmq.green`` or through pairs (default sizes 0/0),
@@ -48,7 +53,7 @@ import gevent.event
 import gevent.lock
 import zmq
 
-from ... import ChannelClosed, ChannelPair
+from ... import ChannelClosed, ChannelPair, SharedSocket
 from .harness import (
     OP_TIMEOUT,
     RUN_TIMEOUT,
@@ -85,6 +90,14 @@ _HEARTBEAT = 0.001
 def _raw_green(spec: Spec, stack: ExitStack) -> Callable[[int], float]:
     ctx = green_context(stack)
     pull, push = connected(ctx, zmq.PULL, zmq.PUSH, spec.transport, stack)
+    return Transfer(
+        spec.size, spec.greenlets, push.send_multipart, pull.recv_multipart, socket_extra(pull)
+    ).run
+
+
+def _shared(spec: Spec, stack: ExitStack) -> Callable[[int], float]:
+    ctx = green_context(stack)
+    pull, push = connected(ctx, zmq.PULL, zmq.PUSH, spec.transport, stack, SharedSocket)
     return Transfer(
         spec.size, spec.greenlets, push.send_multipart, pull.recv_multipart, socket_extra(pull)
     ).run
@@ -203,6 +216,7 @@ _THROUGHPUT: dict[str, Callable[[Spec, ExitStack], Callable[[int], float]]] = {
     "pair": _pair_case,
     "pair_rendezvous": _pair_case,
     "threadport": _pair_case,
+    "shared": _shared,
 }
 
 

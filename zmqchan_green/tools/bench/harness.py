@@ -133,20 +133,28 @@ def plain_context(stack: ExitStack) -> zmq.Context[Any]:
     return ctx
 
 
-def _socket(ctx: zmq.Context[Any], kind: int, stack: ExitStack) -> zmq.Socket[Any]:
+def _socket(
+    ctx: zmq.Context[Any], kind: int, stack: ExitStack, socket_class: Any = None
+) -> zmq.Socket[Any]:
     """A socket with ``linger=0``, closed when ``stack`` unwinds (if nothing closed it first)."""
-    sock: zmq.Socket[Any] = ctx.socket(kind)
+    sock: zmq.Socket[Any] = ctx.socket(kind, socket_class=socket_class)
     sock.setsockopt(zmq.LINGER, 0)
     stack.callback(sock.close, 0)
     return sock
 
 
 def connected(
-    ctx: zmq.Context[Any], bind_kind: int, connect_kind: int, transport: str, stack: ExitStack
+    ctx: zmq.Context[Any],
+    bind_kind: int,
+    connect_kind: int,
+    transport: str,
+    stack: ExitStack,
+    socket_class: Any = None,
 ) -> tuple[zmq.Socket[Any], zmq.Socket[Any]]:
-    """``(bound, connected)`` sockets of the two kinds, joined over ``transport``."""
-    bound = _socket(ctx, bind_kind, stack)
-    peer = _socket(ctx, connect_kind, stack)
+    """``(bound, connected)`` sockets of the two kinds (of ``socket_class``, if
+    given), joined over ``transport``."""
+    bound = _socket(ctx, bind_kind, stack, socket_class)
+    peer = _socket(ctx, connect_kind, stack, socket_class)
     peer.connect(bind_fresh(bound, transport, "zmqchan-green-bench"))
     return bound, peer
 

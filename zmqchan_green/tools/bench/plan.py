@@ -55,9 +55,10 @@ MAIN: dict[str, tuple[int, ...]] = {
     "pair": (GREENLETS, _MANY_GREENLETS),
     "pair_rendezvous": (GREENLETS,),
     "threadport": (_PORT_THREADS,),
+    "shared": (1, GREENLETS),
 }
 #: Cases swept over the number of sending greenlets (1+64 B over tcp).
-SWEPT = ("pair", "green_lock")
+SWEPT = ("pair", "green_lock", "shared")
 
 GROUPS: dict[str, tuple[str, ...]] = {
     "throughput": tuple(MAIN),

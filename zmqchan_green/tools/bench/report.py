@@ -140,6 +140,8 @@ TARGETS: tuple[Target, ...] = (
     Target("threadport 4 thr / plain_threads", _tp("threadport", 4), _tp("plain_threads", 1), 0.7),
     Target("RTT p50 pair / raw (pinned)", _PINNED_PAIR, _PINNED_RAW, 0.75, at_least=False),
     Target("pair G=10 / ceiling", _tp("pair", 10), _tp("ceiling", 1), 0.7),
+    Target("shared G=1 / raw_green", _tp("shared", 1), _tp("raw_green", 1), 1.2),
+    Target("shared G=10 / green_lock G=10", _tp("shared", 10), _tp("green_lock", 10), 1.2),
     Target("RSS growth over 1M messages", ("rss_growth", "growth_mib"), None, 2.0, False, " MiB"),
     Target(
         "recv waiter cost beyond an Event waiter", ("waiter_cost", "bytes"), None, 2048, False, " B"
