@@ -75,8 +75,8 @@ def test_full_plan_covers_every_case_once() -> None:
     assert len(keys) == len(set(keys))
     assert {spec.case for spec in specs} == set(CASES)
     # 10 throughput rows x 3 sizes x 2 transports, 7 more sweep points,
-    # 4 latency, 3 memory, 1 lag.
-    assert len(specs) == 60 + 7 + 4 + 3 + 1
+    # 4 latency, 3 rpc, 3 memory, 1 lag.
+    assert len(specs) == 60 + 7 + 4 + 3 + 3 + 1
 
 
 def test_ratios_mark_pass_miss_and_missing() -> None:

@@ -25,6 +25,13 @@ Latency: ``rtt_raw`` / ``rtt_pair``: DEALER↔ROUTER round trips over tcp, one
 request in flight, raw ``zmq.green`` or through pairs (default sizes 0/0),
 pinned to one CPU and unpinned.
 
+RPC: 50 caller greenlets make calls at once against a ROUTER echo server in a
+pair, over tcp, each waiting for its reply before the next call:
+``rpc_requester`` through one :class:`~zmqchan_green.Requester` (a DEALER
+pair), ``rpc_req_each`` with one ``zmq.green`` REQ socket per greenlet, and
+``rpc_req_lock`` with one ``zmq.green`` REQ behind a
+:class:`gevent.lock.Semaphore`. Calls per second and per-call p50/p99.
+
 Memory: ``rss_growth``: RSS growth between 100k and 1.1M messages through
 pairs; ``waiters_event`` / ``waiters_pair``: RSS per greenlet blocked on a
 :class:`gevent.event.Event` or in ``pair.recv()`` (10,000 of them).
@@ -53,7 +60,7 @@ import gevent.event
 import gevent.lock
 import zmq
 
-from ... import ChannelClosed, ChannelPair, SharedSocket
+from ... import ChannelClosed, ChannelPair, Requester, SharedSocket
 from .harness import (
     OP_TIMEOUT,
     RUN_TIMEOUT,
@@ -293,6 +300,89 @@ def _latency(spec: Spec) -> dict[str, Any]:
     }
 
 
+# ------------------------------------------------------------ rpc
+
+
+def _rpc_callers(spec: Spec, ctx: zmq.Context[Any], endpoint: str, stack: ExitStack) -> Any:
+    """``call(msg)`` for each of ``spec.greenlets`` callers, as the case makes them."""
+    if spec.case == "rpc_requester":
+        dealer = stack.enter_context(ctx.socket(zmq.DEALER))
+        dealer.setsockopt(zmq.LINGER, 0)
+        dealer.connect(endpoint)
+        requester = Requester(wrap(dealer, BUFFER, stack))
+        return [partial(requester.request, timeout=OP_TIMEOUT)] * spec.greenlets
+    if spec.case == "rpc_req_each":
+        calls = []
+        for _ in range(spec.greenlets):
+            req = stack.enter_context(ctx.socket(zmq.REQ))
+            req.setsockopt(zmq.LINGER, 0)
+            req.connect(endpoint)
+            calls.append(partial(_req_call, req))
+        return calls
+    req = stack.enter_context(ctx.socket(zmq.REQ))
+    req.setsockopt(zmq.LINGER, 0)
+    req.connect(endpoint)
+    lock = gevent.lock.Semaphore()
+
+    def locked(msg: list[bytes]) -> list[Any]:
+        with lock:
+            return _req_call(req, msg)
+
+    return [locked] * spec.greenlets
+
+
+def _req_call(req: zmq.Socket[Any], msg: list[bytes]) -> list[Any]:
+    req.send_multipart(msg)
+    reply: list[Any] = req.recv_multipart()
+    return reply
+
+
+def _rpc(spec: Spec) -> dict[str, Any]:
+    """Calls by ``spec.greenlets`` greenlets at once, each waiting for its reply."""
+    samples: list[int] = []
+    with ExitStack() as stack:
+        ctx = green_context(stack)
+        router = _bound_router(ctx, stack)
+        endpoint = router.getsockopt_string(zmq.LAST_ENDPOINT)
+        server = wrap(router, BUFFER, stack)
+        echo = gevent.spawn(_echo_pair, server)
+        stack.callback(echo.kill, timeout=OP_TIMEOUT)
+        calls = _rpc_callers(spec, ctx, endpoint, stack)
+        msg = message(spec.size)
+        clock = time.perf_counter_ns
+
+        def caller(call: Callable[[list[bytes]], list[Any]], count: int) -> None:
+            for _ in range(count):
+                started = clock()
+                got = call(msg)
+                samples.append(clock() - started)
+                if len(got) != 2 or len(got[1]) != spec.size:
+                    malformed(got, len(samples) - 1)
+
+        def run(count: int) -> float:
+            samples.clear()
+            share = max(count // len(calls), 1)
+            return run_workers([partial(caller, call, share) for call in calls])
+
+        _, elapsed = sized_run(run, spec)
+    calls_made = len(samples)
+    micros = [s / 1000 for s in samples]
+    return {
+        "calls": calls_made,
+        "seconds": elapsed,
+        "rate": calls_made / elapsed,
+        "p50_us": percentile(micros, 0.50),
+        "p99_us": percentile(micros, 0.99),
+    }
+
+
+def _bound_router(ctx: zmq.Context[Any], stack: ExitStack) -> zmq.Socket[Any]:
+    router: zmq.Socket[Any] = stack.enter_context(ctx.socket(zmq.ROUTER))
+    router.setsockopt(zmq.LINGER, 0)
+    router.bind("tcp://127.0.0.1:*")
+    return router
+
+
 # ------------------------------------------------------------ memory
 
 
@@ -431,6 +521,8 @@ def run_case(spec: Spec) -> dict[str, Any]:
         return _throughput(spec)
     if spec.group == "latency":
         return _latency(spec)
+    if spec.group == "rpc":
+        return _rpc(spec)
     if spec.case == "rss_growth":
         return _rss_growth(spec)
     if spec.group == "memory":

@@ -19,6 +19,7 @@ __all__ = [
     "GREENLETS",
     "GROUPS",
     "MAIN",
+    "RPC_CALLERS",
     "SIZES",
     "SWEEP",
     "SWEPT",
@@ -36,6 +37,8 @@ BUFFER = 64
 GREENLETS = 10
 _MANY_GREENLETS = 1000
 SWEEP = (1, 10, 100, 1000)
+#: Caller greenlets of the RPC cases.
+RPC_CALLERS = 50
 #: Native threads sending through a ThreadPort.
 _PORT_THREADS = 4
 #: Messages of ``rss_growth`` (after a baseline of a tenth of them).
@@ -63,6 +66,7 @@ SWEPT = ("pair", "green_lock", "shared")
 GROUPS: dict[str, tuple[str, ...]] = {
     "throughput": tuple(MAIN),
     "latency": ("rtt_raw", "rtt_pair"),
+    "rpc": ("rpc_requester", "rpc_req_each", "rpc_req_lock"),
     "memory": ("rss_growth", "waiters_event", "waiters_pair"),
     "lag": ("hub_lag",),
 }
@@ -93,7 +97,7 @@ class Spec:
 
     @property
     def group(self) -> str:
-        """``throughput``, ``latency``, ``memory`` or ``lag``."""
+        """``throughput``, ``latency``, ``rpc``, ``memory`` or ``lag``."""
         return next(group for group, names in GROUPS.items() if self.case in names)
 
     @property
@@ -103,6 +107,8 @@ class Spec:
             return f"{self.case}/{self.transport}/{self.size}/g{self.greenlets}"
         if self.group == "latency":
             return f"{self.case}/{'pinned' if self.pinned else 'unpinned'}"
+        if self.group == "rpc":
+            return f"{self.case}/g{self.greenlets}"
         return self.case
 
     @property
@@ -167,6 +173,7 @@ def plan_specs(
     for case in GROUPS["latency"]:
         if case in cases:
             specs.extend(make(case, pinned=pinned) for pinned in (True, False))
+    specs.extend(make(case, greenlets=RPC_CALLERS) for case in GROUPS["rpc"] if case in cases)
     if "rss_growth" in cases:
         specs.append(make("rss_growth", greenlets=GREENLETS, count=_RSS_MESSAGES // scale))
     for case in ("waiters_event", "waiters_pair"):

@@ -24,7 +24,7 @@ import gevent
 import zmq
 
 from ... import __version__
-from .plan import MAIN, SWEPT, THREADED, Plan, Spec, size_name
+from .plan import MAIN, RPC_CALLERS, SWEPT, THREADED, Plan, Spec, size_name
 from .runner import BUSY, Outcome
 
 __all__ = [
@@ -50,6 +50,7 @@ _NOISY = 0.3
 _FIGURES: dict[str, tuple[str, ...]] = {
     "throughput": ("rate",),
     "latency": ("p50_us", "p99_us", "mean_us"),
+    "rpc": ("rate", "p50_us", "p99_us"),
     "rss_growth": ("growth_mib",),
     "memory": ("bytes_per_waiter",),
     "lag": ("p50_ms", "p99_ms", "max_ms", "idle_p99_ms", "rate"),
@@ -128,6 +129,10 @@ def _tp(case: str, greenlets: int, transport: str = "tcp", size: int = 64) -> tu
     return (Spec(case, size, transport, greenlets).key, "rate")
 
 
+def _rpc(case: str) -> tuple[str, str]:
+    return (Spec(case, greenlets=RPC_CALLERS).key, "rate")
+
+
 _PINNED_RAW = (Spec("rtt_raw", pinned=True).key, "p50_us")
 _PINNED_PAIR = (Spec("rtt_pair", pinned=True).key, "p50_us")
 
@@ -160,6 +165,10 @@ INFO: tuple[Target, ...] = (
     Target("pair G=10 / plain_threads", _tp("pair", 10), _tp("plain_threads", 1)),
     Target("plain_threads / raw_green", _tp("plain_threads", 1), _tp("raw_green", 1)),
     Target("ceiling / raw_green", _tp("ceiling", 1), _tp("raw_green", 1)),
+    Target(
+        "rpc calls/s: Requester / REQ per greenlet", _rpc("rpc_requester"), _rpc("rpc_req_each")
+    ),
+    Target("rpc calls/s: Requester / REQ + lock", _rpc("rpc_requester"), _rpc("rpc_req_lock")),
 )
 
 
@@ -213,7 +222,7 @@ def _cell(entry: dict[str, Any] | None, name: str, fmt: str) -> str:
 def format_report(
     plan: Plan, table: dict[str, dict[str, Any]], checks: Sequence[dict[str, Any]]
 ) -> str:
-    """The human-readable tables: throughput, sweep, latency, memory, lag, ratios."""
+    """The human-readable tables: throughput, sweep, latency, rpc, memory, lag, ratios."""
     specs = plan.specs
     title = (
         f"zmqchan_green {__version__} bench: medians of {plan.rounds} round(s); "
@@ -264,6 +273,17 @@ def format_report(
                 f"{_cell(entry, n, ',.1f'):>9}" for n in ("p50_us", "p99_us", "mean_us")
             )
             out.append(f"{s.key:<22}{cells}")
+    rpc = [s for s in specs if s.group == "rpc"]
+    if rpc:
+        out += ["", f"RPC, {rpc[0].greenlets} callers at once, ROUTER echo in a pair, tcp, 1+64 B"]
+        header = f"{'case':<22}{'calls/s':>10}{'p50 us':>9}{'p99 us':>9}"
+        out += [header, "-" * len(header)]
+        for s in rpc:
+            entry = table.get(s.key)
+            out.append(
+                f"{s.case:<22}{_cell(entry, 'rate', ',.0f'):>10}"
+                f"{_cell(entry, 'p50_us', ',.0f'):>9}{_cell(entry, 'p99_us', ',.0f'):>9}"
+            )
     memory = [s for s in specs if s.group == "memory"]
     if memory:
         out += ["", "Memory"]

@@ -177,6 +177,8 @@ def _headline(outcome: Outcome) -> str:
         return f"{result['rate']:,.0f} msg/s"
     if group == "latency":
         return f"p50 {result['p50_us']:.0f} us, p99 {result['p99_us']:.0f} us"
+    if group == "rpc":
+        return f"{result['rate']:,.0f} calls/s, p50 {result['p50_us']:.0f} us"
     if outcome.spec.case == "rss_growth":
         return f"+{result['growth_mib']:.2f} MiB"
     if group == "memory":
