@@ -406,3 +406,52 @@ def test_a_req_turn_held_by_a_raw_greenlet_is_given_up_when_it_ends(make_socket,
     leave.set()
     assert waiting.get(timeout=10) == b"re:mine"  # never the orphan's reply
     server.join(5)
+
+
+def test_context_destroy_wakes_pollers_and_turn_waiters():
+    """However the socket ends (here ``Context.destroy()``), a greenlet in
+    ``poll()`` or waiting for the REQ turn wakes with ENOTSOCK."""
+    ctx = zmq.Context()
+    try:
+        server = ctx.socket(zmq.ROUTER)  # never answers
+        server.bind(f"inproc://destroy-waiters-{id(ctx)}")
+        # Wrapped: destroy() closes the wrapped sockets, under the SharedSockets.
+        req = zc.SharedSocket(ctx.socket(zmq.REQ))
+        req.connect(f"inproc://destroy-waiters-{id(ctx)}")
+        pull = zc.SharedSocket(ctx.socket(zmq.PULL))
+        pull.bind(f"inproc://destroy-poll-{id(ctx)}")
+        req.send(b"holds the turn")
+        waiters = [gevent.spawn(req.send, b"waits its turn"), gevent.spawn(pull.poll, 10000)]
+        gevent.sleep(0)
+        assert not any(g.ready() for g in waiters)
+    finally:
+        ctx.destroy(linger=0)
+    gevent.joinall(waiters, timeout=5)
+    for g in waiters:
+        assert isinstance(g.exception, zmq.ZMQError), g
+        assert g.exception.errno == zmq.ENOTSOCK
+
+
+@pytest.mark.timeout(15)
+def test_router_mandatory_senders_keep_up_with_a_reading_peer(make_socket, shared):
+    """Messages to a ROUTER peer that reads keep flowing while it is briefly at
+    its high-water mark, with five greenlets sending: a refusal is retried as
+    soon as the peer has room. (With a back-off per refusal, 8,000 messages
+    took about 30 s; now well under one. The timeout bounds it generously.)"""
+    senders = 5
+    router = shared(make_socket(zmq.ROUTER, router_mandatory=1, sndhwm=2))
+    endpoint = bind(router, "tcp")
+    peer = make_socket(zmq.DEALER, routing_id=b"peer", rcvhwm=2)
+    peer.connect(endpoint)
+    peer.send(b"hello")
+    assert router.recv_multipart() == [b"peer", b"hello"]
+    per_sender = 8000 // senders
+    workers = [
+        gevent.spawn(
+            lambda k=k: [router.send_multipart([b"peer", b"%d" % k]) for _ in range(per_sender)]
+        )
+        for k in range(senders)
+    ]
+    got = [peer.recv() for _ in range(per_sender * senders)]
+    gevent.joinall(workers, timeout=10, raise_error=True)
+    assert sorted(set(got)) == [b"%d" % k for k in range(senders)]

@@ -320,6 +320,8 @@ class Pump:
         self._stalled_peers: set[bytes] = set()
         #: Called with every ``EVENTS`` reading (direct use: pollers).
         self.observer: Callable[[int], None] | None = None
+        #: Called once the pump has finished, however it ended (direct use).
+        self.on_finish: Callable[[], None] | None = None
 
         self._tx: deque[list[Any]] = deque()
         # Guards appends to _tx that depend on its room: threads append too.
@@ -339,6 +341,7 @@ class Pump:
         self._send_stalled = False
         self._stall_delay = _STALL_MIN
         self._stall_timer: Any = self._loop.timer(_STALL_MIN)
+        self._stall_due = 0.0
         self._rx_starved = False
 
         self.closing = False
@@ -727,7 +730,7 @@ class Pump:
         return taken
 
     def _write_direct(self, msg: list[Any]) -> bool:
-        refused = _write(self._plain, msg)
+        refused = self._write(msg)
         if refused < 0:
             self.sent += 1
             self._stall_delay = _STALL_MIN
@@ -755,14 +758,7 @@ class Pump:
             self.wake()
             self._block(SEND, op, remaining)
             self._check_direct()
-            # A send processes libzmq's pending commands only now and then (it
-            # throttles them), reading EVENTS always does: a refusal while
-            # EVENTS says POLLOUT is such a command not yet seen, so once more.
-            if self._write_direct(msg) or (
-                not self._routes
-                and _get_option(self._plain, _EVENTS) & _POLLOUT
-                and self._write_direct(msg)
-            ):
+            if self._write_direct(msg):
                 self.after_direct()
                 return
             if self._routes:
@@ -951,6 +947,9 @@ class Pump:
             self._arm_deadline()
         budget = _BATCH
         plain = self._plain
+        # Whatever woke the pump, a stalled peer may have room again: the
+        # command saying so may have been taken by an earlier EVENTS read.
+        self._retry_parked = bool(self._parked)
         while True:
             events = _get_option(plain, _EVENTS)
             if self.observer is not None:
@@ -1032,7 +1031,6 @@ class Pump:
 
     def _pump_send(self, budget: int) -> int:
         """Hand messages to the socket, oldest first; returns how many it dealt with."""
-        plain = self._plain
         tx = self._tx
         n = sent = 0
         try:
@@ -1051,7 +1049,7 @@ class Pump:
                     n += 1
                     continue
                 try:
-                    refused = _write(plain, msg)
+                    refused = self._write(msg)
                 except zmq.ZMQError as exc:
                     if exc.errno in _FATAL:
                         raise  # the message stays at the head, for close() to return
@@ -1136,7 +1134,6 @@ class Pump:
         back-off tick. Returns how many messages it dealt with.
         """
         self._retry_parked = False
-        plain = self._plain
         parked = self._parked
         n = sent = refusals = 0
         try:
@@ -1148,7 +1145,7 @@ class Pump:
                 while waiting and n < budget:
                     msg = waiting[0][1]
                     try:
-                        refused = _write(plain, msg)
+                        refused = self._write(msg)
                     except zmq.ZMQError as exc:
                         if exc.errno in _FATAL:
                             raise
@@ -1178,10 +1175,28 @@ class Pump:
         self._arm_stall_timer()
 
     def _arm_stall_timer(self) -> None:
+        """Retry after the back-off delay (which doubles each time), unless a
+        retry is due sooner already: many refusals never postpone one."""
+        due = self._loop.now() + self._stall_delay
+        if self._stall_timer.active and self._stall_due <= due:
+            return
         self._stall_timer.close()
         self._stall_timer = self._loop.timer(self._stall_delay)
         self._stall_timer.start(self._on_event)
+        self._stall_due = due
         self._stall_delay = min(self._stall_delay * 2, _STALL_MAX)
+
+    def _write(self, msg: list[Any]) -> int:
+        """:func:`_write`, and once more if refused at once while the socket
+        may take it: a send processes libzmq's pending commands (such as "this
+        peer's pipe has room again") only now and then, reading ``EVENTS``
+        always does. On a ROUTER, whose ``EVENTS`` always says ``POLLOUT``,
+        that is the only way to hear of a peer that has room again."""
+        plain = self._plain
+        refused = _write(plain, msg)
+        if refused == 0 and (_get_option(plain, _EVENTS) & _POLLOUT):
+            refused = _write(plain, msg)
+        return refused
 
     def _report(self, msg: list[Any], exc: zmq.ZMQError) -> None:
         self.errors_raised += 1
@@ -1270,6 +1285,8 @@ class Pump:
                 self._fail_all(self._calls)
                 self._fail_all(self._rx_wait)
                 self._done.set()
+                if self.on_finish is not None:
+                    self.on_finish()
 
     def _close_watchers(self) -> None:
         """Stop every watcher and timer and close the duplicate ``ZMQ_FD``

@@ -180,6 +180,7 @@ class _Shared:
         self.unsent: list[list[Any]] = []
         self._pulse: _Pulse | None = None
         self._last_events = -1
+        pump.on_finish = self._finished
 
     @property
     def turn(self) -> Any:
@@ -196,11 +197,14 @@ class _Shared:
     def close(self, linger: int | None) -> list[list[Any]]:
         unsent = self.pump.close_now(linger)
         self.unsent.extend(unsent)
-        self.turn_free.set()
-        # Pollers wake and find the socket closed. The descriptor stays open
-        # while this state lives: a watcher may still be on it this iteration.
-        self._changed()
         return unsent
+
+    def _finished(self) -> None:
+        """The pump ended (``close``, ``Context.destroy()``, a fatal error): wake
+        whoever waits here. The descriptor stays open while this state lives:
+        a watcher may still be on it this iteration."""
+        self.turn_free.set()
+        self._changed()
 
     # ------------------------------------------------------------- polling
 
