@@ -17,6 +17,7 @@ __all__ = ["draw_chart"]
 _LEGEND = {
     "pair": f"pair (ChannelPair, buffers {BUFFER}/{BUFFER})",
     "green_lock": "green_lock (zmq.green + Semaphore)",
+    "shared": "shared (SharedSocket, the drop-in)",
 }
 
 
@@ -36,7 +37,7 @@ def draw_chart(table: dict[str, dict[str, Any]], specs: Sequence[Spec], path: st
         if s.case in SWEPT and (s.transport, s.size) == ("tcp", 64) and "rate" in entry:
             series.setdefault(s.case, []).append((s.greenlets, entry))
     if not series:
-        return "no sweep results (pair or green_lock over tcp at 1+64 B)"
+        return "no sweep results (pair, green_lock or shared over tcp at 1+64 B)"
     fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
     try:
         for case, points in series.items():
