@@ -455,3 +455,19 @@ def test_router_mandatory_senders_keep_up_with_a_reading_peer(make_socket, share
     got = [peer.recv() for _ in range(per_sender * senders)]
     gevent.joinall(workers, timeout=10, raise_error=True)
     assert sorted(set(got)) == [b"%d" % k for k in range(senders)]
+
+
+def test_a_wrapped_socket_dropped_unclosed_is_closed_with_a_warning(make_socket):
+    """As pyzmq closes a socket it collects, and as an unclosed pair does: the
+    socket a dropped SharedSocket wrapped is closed, with a ResourceWarning."""
+    import gc
+
+    sock = make_socket(zmq.PUSH)
+    shared_sock = zc.SharedSocket(sock)
+    shared_sock.connect(f"inproc://dropped-{id(sock)}")
+    with pytest.warns(ResourceWarning, match="unclosed <zmqchan_green.SharedSocket"):
+        del shared_sock
+        gc.collect()
+    assert sock.closed
+    fresh = make_socket(zmq.PUSH)
+    zc.SharedSocket(fresh).close()  # and nothing says "already owned"

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 import weakref
 from collections import deque
 from collections.abc import Callable
@@ -59,6 +60,7 @@ import gevent
 import zmq
 from gevent.event import Event
 from gevent.hub import get_hub
+from gevent.monkey import get_original
 
 from ._checks import check_timeout
 from ._errors import ChannelBroken, ChannelClosed, PairTimeout, WouldBlock
@@ -73,6 +75,7 @@ _POLLOUT = int(zmq.POLLOUT)
 _EVENTS = int(zmq.EVENTS)
 _RCVMORE = int(zmq.RCVMORE)
 _FD = int(zmq.FD)
+_get_ident: Callable[[], int] = get_original("_thread", "get_ident")
 #: How often a greenlet waiting for a REQ/REP turn held by a raw greenlet
 #: (which has no exit notification) checks whether the holder ended (seconds).
 _RAW_HOLDER_CHECK = 0.1
@@ -115,6 +118,33 @@ _translated = _Translated()
 
 def _nothing() -> None:
     return None
+
+
+def _weakly(method: Callable[..., None]) -> Callable[..., None]:
+    """``method``, called only while its object lives."""
+    ref = weakref.WeakMethod(method)
+
+    def call(*args: Any) -> None:
+        target = ref()
+        if target is not None:
+            target(*args)
+
+    return call
+
+
+def _abandoned(pump: Pump, name: str) -> None:
+    """No SharedSocket uses a socket that was never closed (a wrapped one:
+    pyzmq's own ``__del__`` closes the others): close it without waiting, as
+    pyzmq's ``__del__`` does, and say so."""
+    if pump.closing:
+        return
+    try:
+        if _get_ident() == pump.thread_ident:
+            pump.close_now(None)
+        else:
+            pump.hub.loop.run_callback_threadsafe(pump.close_now, None)
+    finally:
+        warnings.warn(f"unclosed {name}", ResourceWarning, stacklevel=1)
 
 
 class _Pulse:
@@ -180,7 +210,8 @@ class _Shared:
         self.unsent: list[list[Any]] = []
         self._pulse: _Pulse | None = None
         self._last_events = -1
-        pump.on_finish = self._finished
+        # Weakly: once no SharedSocket uses this state, it goes (see _abandoned).
+        pump.on_finish = _weakly(self._finished)
 
     @property
     def turn(self) -> Any:
@@ -214,7 +245,7 @@ class _Shared:
                 raise zmq.ZMQError(zmq.ENOTSOCK)
             self._pulse = _Pulse(self.pump.hub.loop)
             weakref.finalize(self, self._pulse.close)
-            self.pump.observer = self.observe
+            self.pump.observer = _weakly(self.observe)
         return self._pulse.fd
 
     def observe(self, events: int) -> None:
@@ -562,6 +593,7 @@ class SharedSocket(zmq.Socket):  # type: ignore[type-arg]
             pump = Pump(owner, get_hub(), tx_size, 0, False, direct=True)
             shared = _Shared(pump, plain)
             _by_address[self.underlying] = shared
+            weakref.finalize(shared, _abandoned, pump, repr(self))
         self._shared = shared
 
     # ------------------------------------------------------------- helpers
