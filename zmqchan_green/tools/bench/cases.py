@@ -61,6 +61,7 @@ import gevent.lock
 import zmq
 
 from ... import ChannelClosed, ChannelPair, Requester, SharedSocket
+from ..common import bind_fresh
 from .harness import (
     OP_TIMEOUT,
     RUN_TIMEOUT,
@@ -72,6 +73,7 @@ from .harness import (
     green_context,
     malformed,
     message,
+    new_socket,
     pair_extra,
     percentile,
     plain_context,
@@ -306,22 +308,15 @@ def _latency(spec: Spec) -> dict[str, Any]:
 def _rpc_callers(spec: Spec, ctx: zmq.Context[Any], endpoint: str, stack: ExitStack) -> Any:
     """``call(msg)`` for each of ``spec.greenlets`` callers, as the case makes them."""
     if spec.case == "rpc_requester":
-        dealer = stack.enter_context(ctx.socket(zmq.DEALER))
-        dealer.setsockopt(zmq.LINGER, 0)
-        dealer.connect(endpoint)
+        dealer = _client(ctx, zmq.DEALER, endpoint, stack)
         requester = Requester(wrap(dealer, BUFFER, stack))
         return [partial(requester.request, timeout=OP_TIMEOUT)] * spec.greenlets
     if spec.case == "rpc_req_each":
-        calls = []
-        for _ in range(spec.greenlets):
-            req = stack.enter_context(ctx.socket(zmq.REQ))
-            req.setsockopt(zmq.LINGER, 0)
-            req.connect(endpoint)
-            calls.append(partial(_req_call, req))
-        return calls
-    req = stack.enter_context(ctx.socket(zmq.REQ))
-    req.setsockopt(zmq.LINGER, 0)
-    req.connect(endpoint)
+        return [
+            partial(_req_call, _client(ctx, zmq.REQ, endpoint, stack))
+            for _ in range(spec.greenlets)
+        ]
+    req = _client(ctx, zmq.REQ, endpoint, stack)
     lock = gevent.lock.Semaphore()
 
     def locked(msg: list[bytes]) -> list[Any]:
@@ -329,6 +324,12 @@ def _rpc_callers(spec: Spec, ctx: zmq.Context[Any], endpoint: str, stack: ExitSt
             return _req_call(req, msg)
 
     return [locked] * spec.greenlets
+
+
+def _client(ctx: zmq.Context[Any], kind: int, endpoint: str, stack: ExitStack) -> zmq.Socket[Any]:
+    sock = new_socket(ctx, kind, stack)
+    sock.connect(endpoint)
+    return sock
 
 
 def _req_call(req: zmq.Socket[Any], msg: list[bytes]) -> list[Any]:
@@ -342,8 +343,8 @@ def _rpc(spec: Spec) -> dict[str, Any]:
     samples: list[int] = []
     with ExitStack() as stack:
         ctx = green_context(stack)
-        router = _bound_router(ctx, stack)
-        endpoint = router.getsockopt_string(zmq.LAST_ENDPOINT)
+        router = new_socket(ctx, zmq.ROUTER, stack)
+        endpoint = bind_fresh(router, "tcp", "zmqchan-green-bench")
         server = wrap(router, BUFFER, stack)
         echo = gevent.spawn(_echo_pair, server)
         stack.callback(echo.kill, timeout=OP_TIMEOUT)
@@ -374,13 +375,6 @@ def _rpc(spec: Spec) -> dict[str, Any]:
         "p50_us": percentile(micros, 0.50),
         "p99_us": percentile(micros, 0.99),
     }
-
-
-def _bound_router(ctx: zmq.Context[Any], stack: ExitStack) -> zmq.Socket[Any]:
-    router: zmq.Socket[Any] = stack.enter_context(ctx.socket(zmq.ROUTER))
-    router.setsockopt(zmq.LINGER, 0)
-    router.bind("tcp://127.0.0.1:*")
-    return router
 
 
 # ------------------------------------------------------------ memory

@@ -50,6 +50,7 @@ __all__ = [
     "green_context",
     "malformed",
     "message",
+    "new_socket",
     "pair_extra",
     "percentile",
     "plain_context",
@@ -133,7 +134,7 @@ def plain_context(stack: ExitStack) -> zmq.Context[Any]:
     return ctx
 
 
-def _socket(
+def new_socket(
     ctx: zmq.Context[Any], kind: int, stack: ExitStack, socket_class: Any = None
 ) -> zmq.Socket[Any]:
     """A socket with ``linger=0``, closed when ``stack`` unwinds (if nothing closed it first)."""
@@ -153,8 +154,8 @@ def connected(
 ) -> tuple[zmq.Socket[Any], zmq.Socket[Any]]:
     """``(bound, connected)`` sockets of the two kinds (of ``socket_class``, if
     given), joined over ``transport``."""
-    bound = _socket(ctx, bind_kind, stack, socket_class)
-    peer = _socket(ctx, connect_kind, stack, socket_class)
+    bound = new_socket(ctx, bind_kind, stack, socket_class)
+    peer = new_socket(ctx, connect_kind, stack, socket_class)
     peer.connect(bind_fresh(bound, transport, "zmqchan-green-bench"))
     return bound, peer
 
