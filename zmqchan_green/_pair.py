@@ -270,10 +270,7 @@ class ChannelPair:
         if pump is None or pump.closing:
             return
         try:
-            if _get_ident() == self._thread:
-                pump.request_close(None)
-            else:
-                pump.hub.loop.run_callback_threadsafe(pump.request_close, None)
+            pump.in_hub(pump.request_close, None)
         finally:
             # Last, so the pair is closed even where warnings are errors.
             warnings.warn(f"unclosed {self!r}", ResourceWarning, stacklevel=1, source=self)

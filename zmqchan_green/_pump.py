@@ -66,10 +66,11 @@ Slow peers. A ``ROUTER`` routes each message itself and ``EVENTS`` says nothing
 of the peer a message is for, so it is always treated as writable; with
 ``ROUTER_MANDATORY`` a peer at its high-water mark answers ``EAGAIN``. That
 message is parked for its peer, and so is every later one to the same peer,
-while messages to other peers go on. Parked messages are retried on every FD
-event and on the back-off timer; one round stops after a few refusals and
-sends the refusing peers to the back of the line, so many stalled peers cost
-a bounded number of failed sends per wake-up. While anything is parked a
+while messages to other peers go on. Parked messages are retried on every
+wake-up (a send or an ``EVENTS`` reading may have taken the command saying a
+peer has room again) and on the back-off timer; one round stops after a few
+refusals and sends the refusing peers to the back of the line, so many
+stalled peers cost a bounded number of failed sends per wake-up. While anything is parked a
 rendezvous accepts only messages for peers that are not stalled; waiting
 senders to other peers are taken one at a time and sent at once; senders to a
 parked peer keep waiting (their messages are not accepted), so a stalled peer
@@ -114,11 +115,13 @@ yield in between, so the pump never sees a half-done operation), and come to
 the pump only to wait. A reader that must wait queues in ``_rx_wait``; on
 ``POLLIN`` the pump signals one of them at a time (``READ_NOW``), which then
 reads for itself, so libzmq's own state (``EVENTS``, ``zmq_poll``) stays
-truthful. A sender that must wait queues its message in ``_tx_wait``; with
-``tx_size == 0`` the pump writes it through and finishes the sender's op only
-once libzmq took it whole ("no hidden send buffer"). After a direct call that
-may have eaten a ``ZMQ_FD`` edge, the caller wakes the pump if anyone waits,
-and an ``observer`` learns every ``EVENTS`` reading (for pollers).
+truthful. A sender that must wait (``tx_size == 0``: there is no hidden send
+buffer) queues its message in ``_tx_wait``; when the socket is writable the
+pump gives the waiting senders their turn (``WRITE_NOW``) and each writes for
+itself, so a sender interrupted while it waits has sent nothing. After a
+direct call that may have eaten a ``ZMQ_FD`` edge, the caller wakes the pump
+if anyone waits, and an ``observer`` learns every ``EVENTS`` reading (for
+pollers).
 
 Ownership. Open pumps are registered by the address of their libzmq socket.
 libzmq reuses an address as soon as a socket is freed, so an entry whose
@@ -416,7 +419,6 @@ class Pump:
     def _on_event(self) -> None:
         # Runs in the hub: for FD events and timers.
         self._send_stalled = False
-        self._retry_parked = True
         self._stalled_peers.clear()
         sleeper = self._sleeper
         if sleeper is not None:
@@ -446,6 +448,14 @@ class Pump:
             context = self.socket.context or zmq.Context.instance()
             self._gate = ThreadGate(context, self._loop, self._on_gate_event)
         return self._gate
+
+    def in_hub(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` in the hub's thread: now if called there, else as
+        soon as the hub gets to it (from any thread, e.g. a finalizer)."""
+        if _get_ident() == self.thread_ident:
+            fn(*args)
+        else:
+            self._loop.run_callback_threadsafe(fn, *args)
 
     def socket_lost(self) -> None:
         """The socket was closed under the pair and its address given to a new

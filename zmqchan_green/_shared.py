@@ -60,7 +60,6 @@ import gevent
 import zmq
 from gevent.event import Event
 from gevent.hub import get_hub
-from gevent.monkey import get_original
 
 from ._checks import check_timeout
 from ._errors import ChannelBroken, ChannelClosed, PairTimeout, WouldBlock
@@ -75,7 +74,6 @@ _POLLOUT = int(zmq.POLLOUT)
 _EVENTS = int(zmq.EVENTS)
 _RCVMORE = int(zmq.RCVMORE)
 _FD = int(zmq.FD)
-_get_ident: Callable[[], int] = get_original("_thread", "get_ident")
 #: How often a greenlet waiting for a REQ/REP turn held by a raw greenlet
 #: (which has no exit notification) checks whether the holder ended (seconds).
 _RAW_HOLDER_CHECK = 0.1
@@ -139,10 +137,7 @@ def _abandoned(pump: Pump, name: str) -> None:
     if pump.closing:
         return
     try:
-        if _get_ident() == pump.thread_ident:
-            pump.close_now(None)
-        else:
-            pump.hub.loop.run_callback_threadsafe(pump.close_now, None)
+        pump.in_hub(pump.close_now, None)
     finally:
         warnings.warn(f"unclosed {name}", ResourceWarning, stacklevel=1)
 
@@ -691,8 +686,7 @@ class SharedSocket(zmq.Socket):  # type: ignore[type-arg]
         ``EVENTS`` may have changed."""
         option = int(option)
         if option == _RCVMORE:
-            self._live()
-            return int(self._shared.more.get(gevent.getcurrent(), False))  # type: ignore[union-attr]
+            return int(self._live().more.get(gevent.getcurrent(), False))
         if option == _EVENTS:
             return self._live().events(gevent.getcurrent())
         if option == _FD:
