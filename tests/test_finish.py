@@ -92,14 +92,21 @@ def test_wrapping_after_context_destroy_never_says_already_owned():
         pair = zc.ChannelPair(sock)
         ctx.destroy(linger=0)
         ctx = zmq.Context()
-        fresh = ctx.socket(zmq.PAIR)  # libzmq tends to reuse the address at once
-        with zc.ChannelPair(fresh) as other:
-            other.call(lambda s: None)
-        wait_for(lambda p=pair: p.closed, what="the old pair noticed its socket is gone")
-        with pytest.raises(zc.ChannelBroken):
-            pair.send(b"x")
-        assert pair.close() == []
+        _wrap_fresh_and_check_the_old_pair_broke(ctx, pair)
         ctx.destroy(linger=0)
+
+
+def _wrap_fresh_and_check_the_old_pair_broke(ctx, pair):
+    """Wrap a new socket (libzmq tends to give it the freed address at once)
+    without "already owned"; ``pair``, whose socket is gone, breaks."""
+    fresh = ctx.socket(zmq.PAIR)
+    fresh.linger = 0
+    with zc.ChannelPair(fresh) as other:
+        other.call(lambda s: None)
+    wait_for(lambda: pair.closed, what="the old pair noticed its socket is gone")
+    with pytest.raises(zc.ChannelBroken):
+        pair.send(b"x")
+    assert pair.close() == []
 
 
 def test_wrapping_after_a_pair_broke_never_says_already_owned(make_socket):
@@ -268,14 +275,7 @@ def test_wrapping_a_reused_address_wakes_the_old_pump_from_the_hub(ctx):
         pair.call(lambda s: None)
         wait_for(lambda p=pair: p._pump._sleeper is not None, what="the pump to sleep")
         sock.close(linger=0)  # other code closes the pair's socket object
-        fresh = ctx.socket(zmq.PAIR)
-        fresh.linger = 0
-        with zc.ChannelPair(fresh) as other:
-            other.call(lambda s: None)
-        wait_for(lambda p=pair: p.closed, what="the old pair noticed its socket is gone")
-        with pytest.raises(zc.ChannelBroken):
-            pair.send(b"x")
-        assert pair.close() == []
+        _wrap_fresh_and_check_the_old_pair_broke(ctx, pair)
 
 
 def test_thread_receiver_after_the_pump_broke_sees_the_cause(make_socket):
