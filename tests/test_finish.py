@@ -230,7 +230,7 @@ def test_thread_recv_with_a_timeout_beyond_what_a_lock_holds(connected, make_pai
 def test_rendezvous_holds_one_message_while_the_pump_writes(connected, monkeypatch):
     """While the pump writes the message in its hand, a thread's send finds no
     room: a rendezvous never has two accepted messages that did not go out."""
-    from zmqchan_green import _pump
+    from zmqchan_green import _wire
 
     entered = get_original("threading", "Event")()
     release = get_original("threading", "Event")()
@@ -257,7 +257,7 @@ def test_rendezvous_holds_one_message_while_the_pump_writes(connected, monkeypat
 
     thread = Thread(target=thread_send)
     thread.start()
-    monkeypatch.setattr(_pump, "_send", stuck_send)
+    monkeypatch.setattr(_wire, "send", stuck_send)
     tx.send(b"A")  # accepted: the pump's hand
     wait_for(lambda: not thread.is_alive(), what="the thread's send")
     unsent = tx.close(linger=0)

@@ -52,29 +52,17 @@ next FD event or a short back-off timer (1 ms doubling to 100 ms), instead of
 spinning; ``EAGAIN`` later in a batch only means the reading went stale:
 ``EVENTS`` is read again.
 
-Rollback. ``EAGAIN`` on a frame after the first means libzmq tore down the
-pipe it was writing to and dropped the frames it already took; its load
-balancer (``PUSH``, ``DEALER``, ``REQ``) then also drops the frames that
-follow, up to the end of the message, if the refused frame had ``SNDMORE``.
-The pump never resumes at the refused frame (that would send a fragment): it
-ends libzmq's dropping with an empty last frame, which libzmq swallows, and
-sends the message again whole. (On ``REQ`` the envelope state is lost with
-the pipe, so the message is reported on ``errors`` instead.) ``sent`` counts
-only messages libzmq took whole.
+Refusals. ``EAGAIN`` part-way through a message is a rollback: the message
+is sent again whole, never resumed at the refused frame (on ``REQ`` it is
+reported on ``errors``); see ``_wire``. ``sent`` counts only messages libzmq
+took whole.
 
-Slow peers. A ``ROUTER`` routes each message itself and ``EVENTS`` says nothing
-of the peer a message is for, so it is always treated as writable; with
-``ROUTER_MANDATORY`` a peer at its high-water mark answers ``EAGAIN``. That
-message is parked for its peer, and so is every later one to the same peer,
-while messages to other peers go on. Parked messages are retried on every
-wake-up (a send or an ``EVENTS`` reading may have taken the command saying a
-peer has room again) and on the back-off timer; one round stops after a few
-refusals and sends the refusing peers to the back of the line, so many
-stalled peers cost a bounded number of failed sends per wake-up. While anything is parked a
-rendezvous accepts only messages for peers that are not stalled; waiting
-senders to other peers are taken one at a time and sent at once; senders to a
-parked peer keep waiting (their messages are not accepted), so a stalled peer
-holds back only its own senders.
+Slow peers (``ROUTER``). A message a peer refuses is parked for that peer
+(see ``_parking``), and messages to other peers go on. While anything is
+parked a rendezvous accepts only messages for peers that are not stalled;
+waiting senders to other peers are taken one at a time and sent at once;
+senders to a parked peer keep waiting (their messages are not accepted), so
+a stalled peer holds back only its own senders.
 
 Fairness. One wake does at most ``_BATCH`` socket operations, then the pump
 yields to the hub through a zero-delay timer: unlike a callback, that lets the
@@ -97,64 +85,53 @@ exception ends the loop: the socket is closed with ``linger=0`` (so
 error as ``__cause__``, and what was accepted but never sent is kept for
 ``close()``.
 
-Fork. libzmq must not be used in a child process, and reading ``EVENTS`` there
-answers ``EINTR``, which pyzmq retries forever. A hook registered with
-``os.register_at_fork`` (which ``os.fork``, ``gevent.fork`` and
-``multiprocessing`` all run) turns every inherited pump into a broken one in
-the child: its watchers and timers stop, its greenlet is never woken again, its
-buffers are dropped (they belong to the parent), and nothing touches the socket.
-A fork inside ``call()`` is caught as the call returns. For a fork that skips
-the hooks (``fork()`` from C), each round and the keep-alive timer check the
+Ownership and fork. A socket is driven by one pump at most, and in a child
+process every inherited pump becomes a broken one (see ``_registry``): its
+watchers and timers stop, its greenlet is never woken again, its buffers are
+dropped (they belong to the parent), and nothing touches the socket. A fork
+inside ``call()`` is caught as the call returns. For a fork that skips the
+hooks (``fork()`` from C), each round and the keep-alive timer check the
 pid, so the child's pump goes quiet on its next wake-up, within a second at
 most; a round already under way in that instant may still touch the socket.
 
-Direct use (``SharedSocket``). A pump made with ``direct=True`` never reads
-ahead and keeps nothing that libzmq could hold: greenlets of the hub's thread
-read and write the socket themselves with non-blocking calls (they never
-yield in between, so the pump never sees a half-done operation), and come to
-the pump only to wait. A reader that must wait queues in ``_rx_wait``; on
-``POLLIN`` the pump signals one of them at a time (``READ_NOW``), which then
-reads for itself, so libzmq's own state (``EVENTS``, ``zmq_poll``) stays
-truthful. A sender that must wait (``tx_size == 0``: there is no hidden send
-buffer) queues its message in ``_tx_wait``; when the socket is writable the
-pump gives the waiting senders their turn (``WRITE_NOW``) and each writes for
-itself, so a sender interrupted while it waits has sent nothing. After a
-direct call that may have eaten a ``ZMQ_FD`` edge, the caller wakes the pump
-if anyone waits, and an ``observer`` learns every ``EVENTS`` reading (for
-pollers).
-
-Ownership. Open pumps are registered by the address of their libzmq socket.
-libzmq reuses an address as soon as a socket is freed, so an entry whose
-socket was closed (by ``Context.destroy()``, or by closing the pair's socket
-object) no longer counts: wrapping the new socket takes the address over and
-wakes the old pump to break. Closing the handle through *another* Python object
-(a shadow) cannot be seen from the pair's object once the address is reused:
-then the new socket is refused as "already owned" (never driven by two pumps).
+Subclasses. :class:`~._direct.DirectPump` (``SharedSocket``) lets greenlets
+use the socket themselves and changes only what the pump does when the
+socket is writable or readable (``_on_writable``/``_on_readable``).
 """
 
 from __future__ import annotations
 
-import errno
-import inspect
 import os
 import time
-import warnings
-import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import gevent
 import zmq
-import zmq.backend
 from gevent.event import Event
 from gevent.hub import Hub, Waiter
 from gevent.monkey import get_original
 from gevent.queue import Queue
 
+from . import _registry
+from ._close import close_socket
 from ._errors import ChannelBroken, ChannelClosed, PairTimeout, SendError, WouldBlock
 from ._gate import ABANDON, CALL, RECV, SEND, ThreadGate
 from ._ops import CANCELLED, DONE, PENDING, GreenletOp, Op
+from ._parking import Parking
+from ._wire import (
+    EVENTS,
+    FATAL,
+    NOBLOCK,
+    POLLIN,
+    POLLOUT,
+    Backoff,
+    Wire,
+    get_option,
+    recv,
+    req_lost,
+)
 
 __all__ = ["ERRORS_MAXSIZE", "Pump"]
 
@@ -167,92 +144,10 @@ _allocate_lock: Callable[[], Any] = get_original("_thread", "allocate_lock")
 _BATCH = 256
 #: How often an idle pump checks that its socket still exists (seconds).
 _KEEPALIVE = 1.0
-#: Back-off bounds for retrying a send that stalled (seconds).
-_STALL_MIN = 0.001
-_STALL_MAX = 0.1
-#: Refusing peers tried per round when retrying parked messages.
-_PARKED_REFUSALS = 8
 #: Capacity of ``errors``; the oldest entry is dropped beyond it.
 ERRORS_MAXSIZE = 1000
 #: ``LINGER`` is a C int of milliseconds; longer means no limit (-1).
 _LINGER_MAX_MS = 2**31 - 1
-
-#: Errors after which the socket cannot be used any more.
-_FATAL = frozenset({zmq.ETERM, zmq.ENOTSOCK, errno.EBADF, errno.EFAULT, errno.EINVAL})
-#: Socket types whose sends go through libzmq's load balancer, which drops the
-#: rest of a message after a rollback (see "Rollback" above).
-_LOAD_BALANCED = frozenset({zmq.PUSH, zmq.DEALER, zmq.REQ})
-
-# The pump calls the compiled socket methods directly: pyzmq's Python layer
-# above them only adds argument handling the pump does not need.
-_send = zmq.backend.Socket.send
-_recv = zmq.backend.Socket.recv
-_get_option: Callable[[zmq.Socket[Any], int], int] = zmq.backend.Socket.get  # type: ignore[assignment]
-# Plain ints: the IntFlag operators cost ~1 us a call on the hot path.
-_POLLIN = int(zmq.POLLIN)
-_POLLOUT = int(zmq.POLLOUT)
-_NOBLOCK = int(zmq.NOBLOCK)
-_NOBLOCK_MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
-_EVENTS = int(zmq.EVENTS)
-
-#: Open pumps by the address of their libzmq socket.
-_owned: dict[int, Pump] = {}
-#: Every pump not yet finished, for the fork hook.
-_live: weakref.WeakSet[Pump] = weakref.WeakSet()
-
-
-def _claim(socket: zmq.Socket[Any], pump: Pump) -> int:
-    """Record that ``pump`` owns ``socket``; ``ValueError`` if it is closed or taken."""
-    if socket.closed:
-        raise ValueError("cannot wrap a closed socket")
-    address = int(socket.underlying)
-    owner = _owned.get(address)
-    if owner is not None:
-        if not owner.socket.closed:
-            raise ValueError("this socket is already owned by an open ChannelPair")
-        owner.socket_lost()  # a freed socket's address, reused: the old pump breaks
-    _owned[address] = pump
-    return address
-
-
-def _release(address: int, pump: Pump) -> None:
-    if _owned.get(address) is pump:
-        del _owned[address]
-
-
-def _after_fork_in_child() -> None:
-    for pump in list(_live):
-        pump.inherited()
-    _owned.clear()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def _write(sock: zmq.Socket[Any], msg: list[Any]) -> int:
-    """Hand ``msg`` to ``sock`` without blocking: ``-1`` if libzmq took it whole,
-    else the index of the frame it refused with ``EAGAIN``. Other errors raise."""
-    last = len(msg) - 1
-    i = 0
-    try:
-        while i < last:
-            _send(sock, msg[i], _NOBLOCK_MORE)
-            i += 1
-        _send(sock, msg[last], _NOBLOCK)
-    except zmq.Again:
-        return i
-    return -1
-
-
-_UNSET: Any = object()
-#: What ``wait_readable``'s op is finished with: the caller may read now.
-READ_NOW = "read now"
-#: What ``send_through``'s op is finished with: the caller may write now.
-WRITE_NOW = "write now"
-
-
-def _req_lost() -> zmq.ZMQError:
-    return zmq.ZMQError(zmq.EAGAIN, "REQ peer went away mid-request")
 
 
 class _Inherited(RuntimeError):
@@ -274,17 +169,15 @@ class Pump:
         tx_size: int,
         rx_size: int,
         copy: bool,
-        *,
-        direct: bool = False,
     ) -> None:
         self.socket = socket
-        self._address = _claim(socket, self)
+        self._address = _registry.claim(socket, self)
         try:
-            self._setup(socket, hub, tx_size, rx_size, copy, direct)
+            self._setup(socket, hub, tx_size, rx_size, copy)
         except BaseException:
-            _release(self._address, self)
+            _registry.release(self._address, self)
             raise
-        _live.add(self)
+        _registry.track(self)
 
     def _setup(
         self,
@@ -293,7 +186,6 @@ class Pump:
         tx_size: int,
         rx_size: int,
         copy: bool,
-        direct: bool,
     ) -> None:
         # The pump works on a plain (not green) view of the same libzmq socket:
         # no hidden waits, and no EVENTS read after every call.
@@ -308,43 +200,28 @@ class Pump:
         self.rx_size = rx_size
         self._rx_limit = max(rx_size, 1)
         self._copy = copy
-        self.socket_type = _get_option(self._plain, zmq.TYPE)
+        self.socket_type = get_option(self._plain, zmq.TYPE)
+        self._wire = Wire(self._plain, self.socket_type)
         # REQ and REP allow one message per turn: a second send or receive in
         # the same batch would hit EFSM, so each one waits for a fresh EVENTS.
         self._per_events = 1 if self.socket_type in (zmq.REQ, zmq.REP) else _BATCH
         # A ROUTER routes each message itself (see "Slow peers").
         self._routes = self.socket_type == zmq.ROUTER
-        self._load_balanced = self.socket_type in _LOAD_BALANCED
-        # Direct use (see "Direct use"): readers read for themselves; a
-        # rendezvous writes senders' messages through.
-        self._direct = direct
-        self._through = direct and tx_size == 0
-        self._reader_signalled = False
-        self._stalled_peers: set[bytes] = set()
-        #: Called with every ``EVENTS`` reading (direct use: pollers).
-        self.observer: Callable[[int], None] | None = None
-        #: Called once the pump has finished, however it ended (direct use).
-        self.on_finish: Callable[[], None] | None = None
 
         self._tx: deque[list[Any]] = deque()
         # Guards appends to _tx that depend on its room: threads append too.
         self._lock = _allocate_lock()
         self._tx_wait: deque[Op] = deque()
-        self._parked: dict[bytes, deque[tuple[int, list[Any]]]] = {}
-        self._parked_count = 0
-        self._park_seq = 0
-        self._retry_parked = False
-        self._req_open = False  # REQ: a rolled-back request still to be ended
+        self._parking = Parking(self._wire, self._report)
+        self._parked = self._parking.peers  # the same dict: checked on hot paths
         self._rx: deque[list[Any]] = deque()
         self._rx_wait: deque[Op] = deque()
         self._calls: deque[Op] = deque()
         self._queues = {SEND: self._tx_wait, RECV: self._rx_wait, CALL: self._calls}
 
-        self._writable = self._routes or bool(_get_option(self._plain, _EVENTS) & _POLLOUT)
+        self._writable = self._routes or bool(get_option(self._plain, EVENTS) & POLLOUT)
         self._send_stalled = False
-        self._stall_delay = _STALL_MIN
-        self._stall_timer: Any = self._loop.timer(_STALL_MIN)
-        self._stall_due = 0.0
+        self._backoff = Backoff(self._loop, self._on_event)
         self._rx_starved = False
 
         self.closing = False
@@ -355,12 +232,10 @@ class Pump:
         self._deadline_timer: Any = None
         self._timer_deadline: float | None = None
         self._unsent: list[list[Any]] | None = None
-        self._close_linger: Any = _UNSET  # close_now()'s linger, for the socket
         self._done = Event()
 
         self.sent = 0
         self.received = 0
-        self.rollbacks = 0
         self.errors_raised = 0
         self.errors_dropped = 0
         self.wakeups = 0
@@ -371,7 +246,7 @@ class Pump:
         # Watch a duplicate of ZMQ_FD: if the socket is closed under us, libzmq
         # closes its descriptor, and a watcher left on a closed descriptor makes
         # libev abort the process. The duplicate stays valid until we close it.
-        self._fd = os.dup(_get_option(self._plain, zmq.FD))
+        self._fd = os.dup(get_option(self._plain, zmq.FD))
         try:
             self._io = self._loop.io(self._fd, 1)
         except BaseException:
@@ -419,7 +294,6 @@ class Pump:
     def _on_event(self) -> None:
         # Runs in the hub: for FD events and timers.
         self._send_stalled = False
-        self._stalled_peers.clear()
         sleeper = self._sleeper
         if sleeper is not None:
             self._sleeper = None
@@ -470,7 +344,7 @@ class Pump:
         if self._forked:
             return
         self._forked = True
-        _live.discard(self)
+        _registry.forget(self)
         self._lock = _allocate_lock()  # a parent's thread may have held it
         self._sleeper = None
         self.broken = _Inherited(
@@ -485,8 +359,7 @@ class Pump:
         # What the buffers hold belongs to the parent, which still delivers it.
         self._tx.clear()
         self._rx.clear()
-        self._parked.clear()
-        self._parked_count = 0
+        self._parking.clear()
         self._unsent = []
         for queue in (self._tx_wait, self._calls, self._rx_wait):
             while queue:
@@ -508,12 +381,12 @@ class Pump:
     def _tx_has_room(self, frames: list[Any] | None = None) -> bool:
         """Whether a message (``frames``, if known) can be accepted now."""
         if self.tx_size:
-            return len(self._tx) + self._parked_count < self.tx_size
+            return len(self._tx) + self._parking.count < self.tx_size
         if self._tx or not self._writable or self._send_stalled:
             return False
         # A rendezvous with parked messages takes a message into the pump's hand
         # only if its peer is not one of the stalled ones (see "Slow peers").
-        if not self._parked_count:
+        if not self._parked:
             return True
         return frames is not None and bytes(frames[0]) not in self._parked
 
@@ -626,13 +499,7 @@ class Pump:
         if op.state == CANCELLED:
             _discard(self._queues[kind], op)
         elif kind == RECV and op.state == DONE and op.error is None:
-            if op.result is READ_NOW:  # its turn to read, never taken: the next one's
-                self._reader_signalled = False
-                self.wake()
-            elif op.result is WRITE_NOW:
-                self.wake()
-            else:
-                self.deliver(op.result, front=True)
+            self.deliver(op.result, front=True)
 
     def _admit(self, kind: str, op: Op) -> None:
         """Serve or queue an op that a native thread submitted (pump only)."""
@@ -708,171 +575,18 @@ class Pump:
     def stats(self) -> dict[str, int]:
         """Counters; a consistent-enough snapshot from any thread."""
         return {
-            "sent": self.sent,
+            "sent": self.sent + self._parking.sent,
             "received": self.received,
-            "tx_pending": len(self._tx) + self._parked_count,
+            "tx_pending": len(self._tx) + self._parking.count,
             "rx_pending": len(self._rx),
             "tx_waiting": len(self._tx_wait),
             "rx_waiting": len(self._rx_wait),
             "errors": self.errors_raised,
             "errors_dropped": self.errors_dropped,
             "wakeups": self.wakeups,
-            "parked": self._parked_count,
-            "rollbacks": self.rollbacks,
+            "parked": self._parking.count,
+            "rollbacks": self._wire.rollbacks,
         }
-
-    # ------------------------------------------------------------- direct use
-
-    def _check_direct(self) -> None:
-        if self.finished or self.closing:
-            raise self.closed_error()
-
-    def write_now(self, msg: list[Any]) -> bool:
-        """Hand ``msg`` to the socket now if libzmq takes it whole (greenlets of
-        the hub's thread); ``False`` if not taken. As with pyzmq, whoever
-        finds the socket writable writes: a direct send does not wait behind
-        blocked senders. Errors other than ``EAGAIN`` raise, as from pyzmq."""
-        self._check_direct()
-        if self._tx or self._parked:
-            return False  # a tx_size buffer keeps its order
-        taken = self._write_direct(msg)
-        self.after_direct()
-        return taken
-
-    def _write_direct(self, msg: list[Any]) -> bool:
-        refused = self._write(msg)
-        if refused < 0:
-            self.sent += 1
-            self._stall_delay = _STALL_MIN
-            return True
-        if refused > 0 and not self._recover(msg, refused):
-            raise _req_lost()
-        return False
-
-    def send_through(self, msg: list[Any], timeout: float | None) -> None:
-        """Wait (the calling greenlet) for the socket to take ``msg``: the pump
-        gives waiting senders their turn (``WRITE_NOW``) when it is writable,
-        and each writes for itself. So a sender that a timeout or ``kill()``
-        interrupts has sent nothing, as on pyzmq."""
-        self._check_direct()
-        self._refuse_pump("send()")
-        deadline = None if timeout is None else time.monotonic() + timeout
-        front = False
-        while True:
-            remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
-            op = GreenletOp(msg, self.hub)
-            if front:  # it was its turn, and the socket refused: keep its place
-                self._tx_wait.appendleft(op)
-            else:
-                self._tx_wait.append(op)
-            self.wake()
-            self._block(SEND, op, remaining)
-            self._check_direct()
-            if self._write_direct(msg):
-                self.after_direct()
-                return
-            if self._routes:
-                self._stalled_peers.add(bytes(msg[0]))  # its peer refused: others go on
-                self._arm_stall_timer()
-            elif _get_option(self._plain, _EVENTS) & _POLLOUT:
-                self._stall()  # writable, yet refused twice (a pipe going away): back off
-            # Else the write ate the edge that will announce POLLOUT; the pump,
-            # woken below, reads EVENTS again and hears the next one.
-            front = True
-
-    def read_frame(self, signalled: bool = False) -> zmq.Frame | None:
-        """The next frame, read by the caller now, or ``None`` if libzmq has
-        none (``signalled``: the pump gave the caller its turn). As with pyzmq,
-        whoever finds a message reads it: a direct read does not wait behind
-        blocked readers, so ``POLLIN`` always means a read would succeed."""
-        self._check_direct()
-        if signalled:
-            self._reader_signalled = False
-        try:
-            frame: zmq.Frame | None = _recv(self._plain, _NOBLOCK, False)
-        except zmq.Again:
-            frame = None
-        else:
-            if not frame.more:  # type: ignore[union-attr]
-                self.received += 1
-        self.after_direct()
-        return frame
-
-    def wait_readable(self, timeout: float | None, front: bool = False) -> None:
-        """Wait (the calling greenlet) for its turn to read: the pump saw
-        ``POLLIN`` while this caller was first in line (``front``: it had the
-        turn and found nothing, so it keeps its place)."""
-        self._check_direct()
-        self._refuse_pump("recv()")
-        op = GreenletOp(None, self.hub)
-        if front:
-            self._rx_wait.appendleft(op)
-        else:
-            self._rx_wait.append(op)
-        self.wake()
-        self._block(RECV, op, timeout)
-
-    def events_now(self) -> int:
-        """libzmq's ``EVENTS``, read now (greenlets of the hub's thread)."""
-        self._check_direct()
-        events: int = _get_option(self._plain, _EVENTS)
-        if self.observer is not None:
-            self.observer(events)
-        self.after_direct()
-        return events
-
-    def after_direct(self) -> None:
-        """A direct call may have eaten a ``ZMQ_FD`` edge: whoever waits must
-        not miss what it announced, so the pump looks again."""
-        if self._rx_wait or self._tx_wait or self.observer is not None:
-            self.wake()
-
-    def _signal_reader(self) -> None:
-        """Give the first waiting reader its turn to read (one at a time)."""
-        if self._reader_signalled:
-            return
-        while self._rx_wait:
-            if self._rx_wait.popleft().finish(READ_NOW):
-                self._reader_signalled = True
-                return
-
-    def _signal_writers(self) -> None:
-        """Give waiting senders their turn to write (direct use, rendezvous):
-        all of them, oldest first, but those whose ROUTER peer refused lately."""
-        waiting = self._tx_wait
-        stalled = self._stalled_peers
-        keep: deque[Op] = deque()
-        while waiting:
-            op = waiting.popleft()
-            if op.state != PENDING:
-                continue
-            if stalled and self._routes and bytes(op.payload[0]) in stalled:
-                keep.append(op)
-            else:
-                op.finish(WRITE_NOW)
-        waiting.extend(keep)
-
-    def close_now(self, linger: int | None) -> list[list[Any]]:
-        """Close at once, never waiting (direct use): what libzmq takes now goes
-        out, the rest is returned; the socket is closed with ``linger`` (ms,
-        ``None``: its own ``LINGER``), so libzmq's linger governs the rest."""
-        if self.finished:
-            unsent, self._unsent = self._unsent, []
-            return unsent or []
-        self.request_close(0)
-        self._close_linger = linger
-        try:
-            if not self._forked and not self.broken and not self.socket.closed:
-                while self._tx and _write(self._plain, self._tx[0]) < 0:
-                    self._tx.popleft()
-                    self.sent += 1
-        except zmq.ZMQError:
-            pass  # the socket is going: what is left is returned
-        finally:
-            self._pump_finish()
-            gevent.kill(self.greenlet)
-        unsent, self._unsent = self._unsent, []
-        return unsent or []
 
     # ------------------------------------------------------------- the pump
 
@@ -928,7 +642,7 @@ class Pump:
 
     def _pump_deadline(self) -> float:
         if self._deadline is None:
-            linger_ms = _get_option(self._plain, zmq.LINGER)
+            linger_ms = get_option(self._plain, zmq.LINGER)
             self._deadline = float("inf") if linger_ms < 0 else time.monotonic() + linger_ms / 1000
         return self._deadline
 
@@ -956,37 +670,42 @@ class Pump:
         if self.closing:
             self._arm_deadline()
         budget = _BATCH
-        plain = self._plain
         # Whatever woke the pump, a stalled peer may have room again: the
         # command saying so may have been taken by an earlier EVENTS read.
-        self._retry_parked = bool(self._parked)
+        parking = self._parking
+        parking.retry = bool(self._parked)
         while True:
-            events = _get_option(plain, _EVENTS)
-            if self.observer is not None:
-                self.observer(events)
-            self._writable = self._routes or bool(events & _POLLOUT)
+            events = self._read_events()
+            self._writable = self._routes or bool(events & POLLOUT)
             done = 0
-            if self._parked and self._retry_parked:
+            if parking.retry and self._parked:
                 done += self._pump_parked(budget)
             if self._writable and not self._send_stalled and (self._tx or self._tx_wait):
-                if self._through:
-                    self._signal_writers()
-                else:
-                    done += self._pump_send(min(budget - done, self._per_events))
+                done += self._on_writable(budget - done)
             if done and self._per_events == 1:
                 pass  # REQ/REP: a send changed the turn, so EVENTS must be read again
-            elif events & _POLLIN and not self.closing:
-                if self._direct:
-                    self._signal_reader()
-                elif self._rx_wait or len(self._rx) < self._rx_limit:
-                    done += self._pump_recv(min(budget - done, self._per_events))
-                else:
-                    self._rx_starved = True
+            elif events & POLLIN and not self.closing:
+                done += self._on_readable(budget - done)
             budget -= done
             if budget <= 0:
                 return True
             if not done:
                 return False
+
+    def _read_events(self) -> int:
+        return get_option(self._plain, EVENTS)
+
+    def _on_writable(self, budget: int) -> int:
+        """Act on a writable socket with something to send; returns how many
+        socket operations it did."""
+        return self._pump_send(min(budget, self._per_events))
+
+    def _on_readable(self, budget: int) -> int:
+        """Act on a readable socket; returns how many messages it read."""
+        if self._rx_wait or len(self._rx) < self._rx_limit:
+            return self._pump_recv(min(budget, self._per_events))
+        self._rx_starved = True
+        return 0
 
     def _arm_deadline(self) -> None:
         deadline = self._pump_deadline()
@@ -1051,7 +770,7 @@ class Pump:
                     msg = self._take_waiting()
                 if msg is None:
                     break
-                if self._req_open and not self._end_request():
+                if self._wire.req_open and not self._wire.end_request():
                     self._stall()
                     break
                 if self._parked and bytes(msg[0]) in self._parked:
@@ -1059,9 +778,9 @@ class Pump:
                     n += 1
                     continue
                 try:
-                    refused = self._write(msg)
+                    refused = self._wire.write(msg)
                 except zmq.ZMQError as exc:
-                    if exc.errno in _FATAL:
+                    if exc.errno in FATAL:
                         raise  # the message stays at the head, for close() to return
                     tx.popleft()
                     self._report(msg, exc)
@@ -1085,128 +804,36 @@ class Pump:
             self.sent += sent
             self._admit_waiting()
         if sent:
-            self._stall_delay = _STALL_MIN
+            self._backoff.reset()
         return n
 
     def _rolled_back(self, msg: list[Any], refused: int) -> None:
         """libzmq refused frame ``refused`` of ``msg`` (at the head of ``_tx``) and
         dropped the frames before it: a pipe was torn down mid-message."""
-        if not self._recover(msg, refused):
+        if not self._wire.recover(msg, refused):
             self._tx.popleft()
-            self._report(msg, _req_lost())
-
-    def _recover(self, msg: list[Any], refused: int) -> bool:
-        """Get libzmq out of a rollback of ``msg`` at frame ``refused``;
-        ``False`` if the message cannot be sent again (``REQ``)."""
-        self.rollbacks += 1
-        if self.socket_type == zmq.REQ:
-            # REQ lost the request's envelope with the pipe and still counts the
-            # request as begun: an empty last frame ends it (libzmq drops it, or
-            # a REP discards it as malformed), so the next request starts clean.
-            # The request itself cannot be sent again: it is reported, and the
-            # REQ now waits for a reply that will not come, as pyzmq's would
-            # (REQ_RELAXED lets the next request go).
-            self._req_open = True
-            self._end_request()
-            return False
-        if self._load_balanced and refused < len(msg) - 1:
-            # The refused frame had SNDMORE, so libzmq now drops frames until a
-            # last one: give it an empty last frame to drop.
-            _send(self._plain, b"", _NOBLOCK)
-        return True
-
-    def _end_request(self) -> bool:
-        """End a REQ request that a rollback left open (see ``_rolled_back``);
-        ``False`` if libzmq has no pipe to take the empty frame yet."""
-        try:
-            _send(self._plain, b"", _NOBLOCK)
-        except zmq.Again:
-            return False
-        self._req_open = False
-        return True
+            self._report(msg, req_lost())
 
     def _park(self, msg: list[Any]) -> None:
         """Move the head of ``_tx`` (``msg``) to its peer's parked messages."""
         with self._lock:  # tx shrinks and parked grows in one step for accept()
             self._tx.popleft()
-            self._parked.setdefault(bytes(msg[0]), deque()).append((self._park_seq, msg))
-            self._park_seq += 1
-            self._parked_count += 1
-        if not self._stall_timer.active:
-            self._arm_stall_timer()
+            self._parking.park(msg)
+        if not self._backoff.active:
+            self._backoff.arm()
 
     def _pump_parked(self, budget: int) -> int:
-        """Retry parked messages, each peer's in order, until its peer refuses.
-
-        A refusal costs a failed send, so one round tries at most
-        ``_PARKED_REFUSALS`` refusing peers; a peer that refuses goes to the
-        back of the line, and the rest get their turn on the next wake-up or
-        back-off tick. Returns how many messages it dealt with.
-        """
-        self._retry_parked = False
-        parked = self._parked
-        n = sent = refusals = 0
-        try:
-            for peer in list(parked):
-                if refusals >= _PARKED_REFUSALS or n >= budget:
-                    self._retry_parked = True  # the others wait for the next round
-                    break
-                waiting = parked[peer]
-                while waiting and n < budget:
-                    msg = waiting[0][1]
-                    try:
-                        refused = self._write(msg)
-                    except zmq.ZMQError as exc:
-                        if exc.errno in _FATAL:
-                            raise
-                        self._report(msg, exc)  # e.g. EHOSTUNREACH: the peer left
-                    else:
-                        if refused >= 0:
-                            refusals += 1
-                            del parked[peer]
-                            parked[peer] = waiting  # to the back of the line
-                            break
-                        sent += 1
-                    waiting.popleft()
-                    self._parked_count -= 1
-                    n += 1
-                if not waiting:
-                    del parked[peer]
-        finally:
-            self.sent += sent
-        if parked:
+        """Retry parked messages (see ``_parking``); returns how many it dealt with."""
+        n = self._parking.retry_peers(budget)
+        if self._parked:
             if n:
-                self._stall_delay = _STALL_MIN
-            self._arm_stall_timer()
+                self._backoff.reset()
+            self._backoff.arm()
         return n
 
     def _stall(self) -> None:
         self._send_stalled = True
-        self._arm_stall_timer()
-
-    def _arm_stall_timer(self) -> None:
-        """Retry after the back-off delay (which doubles each time), unless a
-        retry is due sooner already: many refusals never postpone one."""
-        due = self._loop.now() + self._stall_delay
-        if self._stall_timer.active and self._stall_due <= due:
-            return
-        self._stall_timer.close()
-        self._stall_timer = self._loop.timer(self._stall_delay)
-        self._stall_timer.start(self._on_event)
-        self._stall_due = due
-        self._stall_delay = min(self._stall_delay * 2, _STALL_MAX)
-
-    def _write(self, msg: list[Any]) -> int:
-        """:func:`_write`, and once more if refused at once while the socket
-        may take it: a send processes libzmq's pending commands (such as "this
-        peer's pipe has room again") only now and then, reading ``EVENTS``
-        always does. On a ROUTER, whose ``EVENTS`` always says ``POLLOUT``,
-        that is the only way to hear of a peer that has room again."""
-        plain = self._plain
-        refused = _write(plain, msg)
-        if refused == 0 and (_get_option(plain, _EVENTS) & _POLLOUT):
-            refused = _write(plain, msg)
-        return refused
+        self._backoff.arm()
 
     def _report(self, msg: list[Any], exc: zmq.ZMQError) -> None:
         self.errors_raised += 1
@@ -1226,7 +853,7 @@ class Pump:
                     self._rx_starved = True
                     break
                 try:
-                    frame = _recv(plain, _NOBLOCK, False)
+                    frame = recv(plain, NOBLOCK, False)
                 except zmq.Again:
                     break
                 except zmq.ZMQError as exc:
@@ -1236,7 +863,7 @@ class Pump:
                 # Frame.more is far cheaper than getsockopt(RCVMORE).
                 msg = [frame.bytes if copy else frame]
                 while frame.more:
-                    frame = _recv(plain, _NOBLOCK, False)
+                    frame = recv(plain, NOBLOCK, False)
                     msg.append(frame.bytes if copy else frame)
                 n += 1
                 if self._rx_wait:
@@ -1262,26 +889,24 @@ class Pump:
     def _unsent_messages(self) -> list[list[Any]]:
         """What was accepted and never handed over, oldest first: parked
         messages (all older than ``_tx``), then ``_tx``."""
-        parked = sorted(entry for waiting in self._parked.values() for entry in waiting)
-        return [msg for _, msg in parked] + list(self._tx)
+        return self._parking.oldest_first() + list(self._tx)
 
     def _pump_finish(self) -> None:
         """Release everything, whatever fails on the way: the socket stops being
         owned, every waiter wakes and ``close()`` returns."""
         if self.finished:
             return
-        _live.discard(self)  # before the descriptor closes: the fork hook skips us
+        _registry.forget(self)  # before the descriptor closes: the fork hook skips us
         try:
             with self._lock:
                 self.closing = True  # from here on nobody appends to _tx
             self._close_watchers()
             self._close_socket()
         finally:
-            _release(self._address, self)
+            _registry.release(self._address, self)
             self._unsent = self._unsent_messages()
             self._tx.clear()
-            self._parked.clear()
-            self._parked_count = 0
+            self._parking.clear()
             self.finished = True
             try:
                 if self._gate is not None:
@@ -1295,13 +920,11 @@ class Pump:
                 self._fail_all(self._calls)
                 self._fail_all(self._rx_wait)
                 self._done.set()
-                if self.on_finish is not None:
-                    self.on_finish()
 
     def _close_watchers(self) -> None:
         """Stop every watcher and timer and close the duplicate ``ZMQ_FD``
         (once: after that the descriptor number may belong to someone else)."""
-        for watcher in (self._io, self._keepalive, self._stall_timer, self._yield_timer):
+        for watcher in (self._io, self._keepalive, self._yield_timer, self._backoff):
             watcher.close()
         self._wake_timer.close()
         if self._deadline_timer is not None:
@@ -1313,58 +936,10 @@ class Pump:
     def _close_socket(self) -> None:
         """Close the socket with what remains of the deadline (``0`` if broken)."""
         linger = 0  # broken: nothing more can be flushed, and term() must not wait
-        if self._close_linger is not _UNSET:
-            if self.broken is None:
-                _close_socket(self.socket, self._close_linger)
-                return
-        elif self.broken is None:
-            remaining = self._pump_deadline() - time.monotonic()
-            ms = remaining * 1000
+        if self.broken is None:
+            ms = (self._pump_deadline() - time.monotonic()) * 1000
             linger = -1 if ms > _LINGER_MAX_MS else max(0, int(ms))
-        _close_socket(self.socket, linger)
-
-
-def _takes_linger(close: Callable[..., Any]) -> bool:
-    try:
-        parameters = inspect.signature(close).parameters.values()
-    except (TypeError, ValueError):
-        return True  # no signature to read (a compiled method): pyzmq's own
-    return any(
-        p.name == "linger" or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL) for p in parameters
-    )
-
-
-def _close_socket(socket: zmq.Socket[Any], linger: int | None) -> None:
-    """Close ``socket`` with ``linger`` (ms), whatever its class does.
-
-    The socket's own ``close()`` runs once: with ``linger=`` if its signature
-    takes it, else after setting ``LINGER``. If it raises, or leaves the socket
-    open, pyzmq's own ``close`` frees it, and a ``RuntimeWarning`` names what
-    went wrong (the pair's close still completes).
-    """
-    if socket.closed:
-        return  # closed under us already: nothing left to free
-    close = socket.close
-    try:
-        if _takes_linger(close):
-            close(linger=linger)
-        else:
-            if linger is not None:
-                zmq.Socket.set(socket, zmq.LINGER, linger)
-            close()
-    except Exception as exc:
-        warnings.warn(
-            f"{type(socket).__qualname__}.close() raised {exc!r}; the pair closed the "
-            "socket with zmq.Socket.close instead",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-    finally:
-        if not socket.closed:
-            try:
-                zmq.Socket.close(socket, linger)
-            except zmq.ZMQError:
-                pass  # nothing left that could be freed
+        close_socket(self.socket, linger)
 
 
 def _discard(queue: deque[Op], op: Op) -> None:

@@ -10,7 +10,7 @@ handle), so every name pyzmq has is there and behaves as pyzmq's: options,
 or could mix two greenlets' frames is done differently, and all of it in
 :class:`_Shared`, the state every view of one libzmq socket shares:
 
-* A :class:`~._pump.Pump` in direct use owns the socket: it is the only code
+* A :class:`~._direct.DirectPump` owns the socket: it is the only code
   that *waits* on it. Greenlets of the hub's thread send and receive with
   non-blocking calls themselves (nothing can run in between), and queue at
   the pump only when they must wait: waiting senders are given their turn to
@@ -62,8 +62,8 @@ from gevent.event import Event
 from gevent.hub import get_hub
 
 from ._checks import check_timeout
+from ._direct import DirectPump
 from ._errors import ChannelBroken, ChannelClosed, PairTimeout, WouldBlock
-from ._pump import Pump
 
 __all__ = ["SharedSocket", "patch", "unpatch"]
 
@@ -130,7 +130,7 @@ def _weakly(method: Callable[..., None]) -> Callable[..., None]:
     return call
 
 
-def _abandoned(pump: Pump, name: str) -> None:
+def _abandoned(pump: DirectPump, name: str) -> None:
     """No SharedSocket uses a socket that was never closed (a wrapped one:
     pyzmq's own ``__del__`` closes the others): close it without waiting, as
     pyzmq's ``__del__`` does, and say so."""
@@ -187,7 +187,7 @@ class _Shared:
     """What every view of one libzmq socket shares: its pump and who holds
     which turn (see the module's theory of operation)."""
 
-    def __init__(self, pump: Pump, plain: zmq.Socket[Any]) -> None:
+    def __init__(self, pump: DirectPump, plain: zmq.Socket[Any]) -> None:
         self.pump = pump
         self.plain = plain  # a plain view of the handle, for options set here
         kind = pump.socket_type
@@ -585,7 +585,7 @@ class SharedSocket(zmq.Socket):  # type: ignore[type-arg]
         if shared is None or shared.closed:
             plain = zmq.Socket(shadow=self.underlying)
             owner = wrapped if wrapped is not None else plain
-            pump = Pump(owner, get_hub(), tx_size, 0, False, direct=True)
+            pump = DirectPump(owner, get_hub(), tx_size)
             shared = _Shared(pump, plain)
             _by_address[self.underlying] = shared
             weakref.finalize(shared, _abandoned, pump, repr(self))
