@@ -1,4 +1,7 @@
-"""Sphinx configuration: the API pages are generated from the docstrings."""
+"""Sphinx configuration: a guide, and the API pages generated from the docstrings.
+
+The examples in the guide are doctests; pytest runs them (``docs/conftest.py``).
+"""
 
 from __future__ import annotations
 
@@ -21,5 +24,8 @@ extensions = [
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
 autodoc_default_options = {"members": True, "show-inheritance": True}
-html_theme = "alabaster"
+
 exclude_patterns = ["_build"]
+
+html_theme = "furo"
+html_title = f"zmqchan_green {release}"
