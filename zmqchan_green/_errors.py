@@ -16,9 +16,13 @@ __all__ = [
 class ZmqChanError(Exception):
     """Base class of the errors this library raises."""
 
+    __module__ = "zmqchan_green"  # as tracebacks and reprs should name it
+
 
 class ChannelClosed(ZmqChanError):
     """The pair was closed: no more sends, and no more receives once drained."""
+
+    __module__ = "zmqchan_green"
 
 
 class ChannelBroken(ChannelClosed):
@@ -28,9 +32,13 @@ class ChannelBroken(ChannelClosed):
     can go on treats both alike.
     """
 
+    __module__ = "zmqchan_green"
+
 
 class WouldBlock(ZmqChanError):
     """A ``*_nowait`` call could not complete at once."""
+
+    __module__ = "zmqchan_green"
 
 
 class SendError(ZmqChanError):
@@ -40,6 +48,8 @@ class SendError(ZmqChanError):
     waiting for it any more. ``message`` holds the frames; ``__cause__`` the
     :class:`zmq.ZMQError`.
     """
+
+    __module__ = "zmqchan_green"
 
     def __init__(self, message: Sequence[object], cause: BaseException) -> None:
         super().__init__(f"message of {len(message)} frame(s) not sent: {cause}")

@@ -205,7 +205,11 @@ class ChannelPair:
         ``tx_pending`` (accepted, not yet handed), ``rx_pending`` (read, not yet
         delivered), ``tx_waiting``/``rx_waiting`` (blocked callers), ``errors``
         (SendErrors raised by the pump), ``errors_dropped`` (of those, dropped
-        from a full ``errors``), ``wakeups`` (times the pump woke from sleep).
+        from a full ``errors``), ``wakeups`` (times the pump woke from sleep),
+        ``parked`` (``ROUTER``: accepted messages waiting for a peer that
+        refused them; also counted in ``tx_pending``), ``rollbacks`` (messages
+        libzmq dropped part of when a pipe went away mid-message, and that
+        were sent again whole or, on ``REQ``, reported on ``errors``).
         """
         return self._pump.stats()
 

@@ -33,12 +33,15 @@ _get_ident: Callable[[], int] = get_original("_thread", "get_ident")
 class ThreadPort:
     """A pair's door for native OS threads.
 
-    ``gevent.threadpool`` workers, threads from
-    ``gevent.monkey.get_original("threading", "Thread")``, threads started by
-    C code, or plain threads of a program that is not monkey-patched may call
-    its methods; each blocks only the calling thread while the hub keeps
-    running its greenlets. Calling them from the pair's own hub thread raises
-    ``RuntimeError`` (it would block the hub): greenlets use the pair itself.
+    ``gevent.threadpool`` workers (see :meth:`ChannelPair.spawn_thread`),
+    threads started with ``gevent.monkey.get_original("_thread",
+    "start_new_thread")``, threads started by C code, or plain threads of a
+    program that is not monkey-patched may call its methods (under
+    ``monkey.patch_all()``, ``threading.Thread``, even the original class
+    from ``get_original``, starts greenlets, not threads); each blocks only
+    the calling thread while the hub keeps running its greenlets. Calling
+    them from the pair's own hub thread raises ``RuntimeError`` (it would
+    block the hub): greenlets use the pair itself.
 
     The promises are those of :class:`ChannelPair`: a ``send`` that returned
     was accepted (sent, or returned by ``close()``), one that raised

@@ -13,6 +13,14 @@ is recorded as an :class:`Outcome` with an ``error``, and the driver goes on.
 While each child runs, a :class:`CpuMeter` measures how much of the machine
 *other* processes used, so that the report can warn about figures taken on a
 busy machine.
+
+Why not pyperf. pyperf also runs each benchmark in fresh worker processes and
+calibrates loops, but it runs one benchmark's workers back to back and
+compares runs made at different times (``pyperf compare_to``). The targets
+here are ratios between cases, and on a shared 2-core machine the speed
+drifts by tens of percent within minutes; only cases interleaved in the same
+rounds give stable ratios. The runner therefore stays this small loop, and
+the medians it reports come from rounds that alternate every case.
 """
 
 from __future__ import annotations
