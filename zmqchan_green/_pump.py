@@ -23,11 +23,14 @@ read that offered nothing it can act on; a wake-up that finds nothing just goes
 back to sleep. ``EAGAIN`` on the first send of a batch stalls sending until the
 next FD event or a short back-off timer (1 ms doubling to 100 ms), instead of
 spinning; ``EAGAIN`` later in a batch only means the reading went stale:
-``EVENTS`` is read again. The first read of a round takes one message and
-lets the next ``EVENTS`` reading say whether more wait; later reads in the
-round go on until ``EAGAIN``. An empty read costs pyzmq an exception (about
-3.5 us, more than an ``EVENTS`` reading), and with one request in flight it
-would come after every message.
+``EVENTS`` is read again.
+
+Reading one. An empty read costs pyzmq an exception (about 3.5 us, more than
+an ``EVENTS`` reading), and with one request in flight it would come after
+every message. So once a batch of reads found just one message before
+``EAGAIN``, the first read of each round takes one message and lets the next
+``EVENTS`` reading say whether more wait; when more do at once, reads go on
+in batches (until ``EAGAIN`` or the room runs out) again.
 
 Refusals. ``EAGAIN`` part-way through a message is a rollback: the message
 is sent again whole, never resumed at the refused frame (on ``REQ`` it is
@@ -187,6 +190,7 @@ class Pump(Queues):
         self._writable = self._routes or bool(get_option(self._plain, EVENTS) & POLLOUT)
         self._backoff = Backoff(self._loop, self._on_event)
         self._first_read = True
+        self._read_one = False
         self._forked = False
         self._deadline_timer: Any = None
         self._timer_deadline: float | None = None
@@ -457,9 +461,11 @@ class Pump(Queues):
     def _on_readable(self, budget: int) -> int:
         """Act on a readable socket; returns how many messages it read."""
         if self._rx_wait or len(self._rx) < self._rx_limit:
-            if self._first_read:  # see "Edge trigger"
-                self._first_read = False
-                return self._pump_recv(1)
+            if self._read_one:  # see "Reading one"
+                if self._first_read:
+                    self._first_read = False
+                    return self._pump_recv(1)
+                self._read_one = False  # more came at once: a busy stream
             return self._pump_recv(min(budget, self._per_events))
         self._rx_starved = True
         return 0
@@ -616,6 +622,7 @@ class Pump(Queues):
                 try:
                     frame = recv(plain, NOBLOCK, False)
                 except zmq.Again:
+                    self._read_one = n == 1  # see "Reading one"
                     break
                 except zmq.ZMQError as exc:
                     if exc.errno != zmq.EFSM:
