@@ -222,6 +222,24 @@ def test_message_after_sleep_wakes_the_pump(connected, make_pair):
         assert pa.recv(timeout=5) == [b"%d" % i, b"tail"]
 
 
+def test_a_burst_after_single_messages_is_read_to_the_end(connected, make_pair):
+    """Hazard 1: after one-at-a-time traffic the pump reads one message per
+    EVENTS reading (no empty read after each); a burst that follows is still
+    read to the end with no new FD edge, and reads go back to batches."""
+    a, b = connected(zmq.PAIR, zmq.PAIR)
+    pa = make_pair(a, 0, 64)
+    for i in range(5):
+        wait_for(lambda: pa._pump._sleeper is not None, what="pump asleep")
+        b.send(b"single %d" % i)
+        assert pa.recv(timeout=5) == [b"single %d" % i]
+    assert pa._pump._read_one
+    wait_for(lambda: pa._pump._sleeper is not None, what="pump asleep")
+    for i in range(300):
+        b.send(b"burst %d" % i)
+    assert [pa.recv(timeout=5)[0] for _ in range(300)] == [b"burst %d" % i for i in range(300)]
+    assert not pa._pump._read_one
+
+
 def test_router_mandatory_stall_does_not_spin(make_socket, make_pair):
     """EAGAIN while EVENTS still says writable (ROUTER_MANDATORY at a peer's HWM)
     waits for the next FD event instead of retrying in a loop."""
