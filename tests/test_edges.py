@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import copy
 import gc
 import math
+import pickle
 import sys
 import warnings
 
@@ -221,3 +223,14 @@ def test_unclosed_pair_is_closed_on_gc_even_when_warnings_are_errors(make_socket
         gc.collect()
     assert seen == [ResourceWarning]
     wait_for(lambda: sock.closed, what="the abandoned pair closed its socket")
+
+
+def test_send_error_pickles_and_copies():
+    """A SendError from ``errors`` can be logged through pickle (multiprocessing,
+    logging handlers) and copied: message and cause come back."""
+    err = zc.SendError([b"a", b"b"], zmq.ZMQError(zmq.EHOSTUNREACH))
+    for clone in (pickle.loads(pickle.dumps(err)), copy.copy(err), copy.deepcopy(err)):
+        assert clone.message == [b"a", b"b"]
+        assert str(clone) == str(err)
+        assert isinstance(clone.__cause__, zmq.ZMQError)
+        assert clone.__cause__.errno == zmq.EHOSTUNREACH

@@ -172,7 +172,11 @@ class DirectPump(Pump):
     def abandon(self, kind: str, op: Op) -> None:
         """As :meth:`Pump.abandon`; a turn that was given and never taken
         passes to the next caller in line."""
-        if op.state == DONE and op.error is None and op.result in (READ_NOW, WRITE_NOW):
+        if (
+            op.state == DONE
+            and op.error is None
+            and (op.result is READ_NOW or op.result is WRITE_NOW)
+        ):
             if op.result is READ_NOW:
                 self._reader_signalled = False
             self.wake()

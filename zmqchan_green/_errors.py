@@ -16,13 +16,9 @@ __all__ = [
 class ZmqChanError(Exception):
     """Base class of the errors this library raises."""
 
-    __module__ = "zmqchan_green"  # as tracebacks and reprs should name it
-
 
 class ChannelClosed(ZmqChanError):
     """The pair was closed: no more sends, and no more receives once drained."""
-
-    __module__ = "zmqchan_green"
 
 
 class ChannelBroken(ChannelClosed):
@@ -32,13 +28,9 @@ class ChannelBroken(ChannelClosed):
     can go on treats both alike.
     """
 
-    __module__ = "zmqchan_green"
-
 
 class WouldBlock(ZmqChanError):
     """A ``*_nowait`` call could not complete at once."""
-
-    __module__ = "zmqchan_green"
 
 
 class SendError(ZmqChanError):
@@ -49,12 +41,14 @@ class SendError(ZmqChanError):
     :class:`zmq.ZMQError`.
     """
 
-    __module__ = "zmqchan_green"
-
     def __init__(self, message: Sequence[object], cause: BaseException) -> None:
         super().__init__(f"message of {len(message)} frame(s) not sent: {cause}")
         self.message = list(message)
         self.__cause__ = cause
+
+    def __reduce__(self) -> tuple[type[SendError], tuple[list[object], BaseException | None]]:
+        # The constructor takes (message, cause), not the formatted text in args.
+        return (SendError, (self.message, self.__cause__))
 
 
 class PairTimeout(TimeoutError):
