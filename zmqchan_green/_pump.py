@@ -23,7 +23,10 @@ read that offered nothing it can act on; a wake-up that finds nothing just goes
 back to sleep. ``EAGAIN`` on the first send of a batch stalls sending until the
 next FD event or a short back-off timer (1 ms doubling to 100 ms), instead of
 spinning; ``EAGAIN`` later in a batch only means the reading went stale:
-``EVENTS`` is read again.
+``EVENTS`` is read again. A round may also end without that last reading
+when no reading could give it work: nothing to send, and nothing it may read
+(the socket cannot receive, or the receive side is full and whoever makes
+room wakes the pump); the next round starts with a reading.
 
 Reading one. An empty read costs pyzmq an exception (about 3.5 us, more than
 an ``EVENTS`` reading), and with one request in flight it would come after
@@ -184,6 +187,7 @@ class Pump(Queues):
         self._per_events = 1 if self.socket_type in (zmq.REQ, zmq.REP) else _BATCH
         # A ROUTER routes each message itself (see "Slow peers").
         self._routes = self.socket_type == zmq.ROUTER
+        self._receives = self.socket_type not in (zmq.PUSH, zmq.PUB)
 
         self._parking = Parking(self._wire, self._report)
         self._parked = self._parking.peers  # the same dict: checked on hot paths
@@ -447,8 +451,15 @@ class Pump(Queues):
             budget -= done
             if budget <= 0:
                 return True
-            if not done:
+            if not done or self._nothing_pending():
                 return False
+
+    def _nothing_pending(self) -> bool:
+        """Whether no ``EVENTS`` reading could give the pump work now (see
+        "Edge trigger"): nothing to send, and nothing it may read."""
+        return not (self._tx or self._tx_wait or self._parked) and (
+            self._rx_starved or not self._receives
+        )
 
     def _read_events(self) -> int:
         return get_option(self._plain, EVENTS)
