@@ -4,8 +4,9 @@ Theory of operation
 ===================
 
 State. Everything below lives in the hub's thread and is changed by its
-greenlets (the pump among them); the one exception is ``_tx``, which native threads append to as
-well, so appends that depend on its room happen under ``_lock``.
+greenlets (the pump among them); the one exception is ``_tx``, which native
+threads append to as well, so appends that depend on its room happen under
+``_lock``.
 
 * ``_tx``: accepted messages not yet handed to the socket, oldest first. Its
   room is ``tx_size``; a rendezvous pair (``tx_size == 0``) has room for one
