@@ -472,6 +472,7 @@ class Pump(Queues):
     def _on_readable(self, budget: int) -> int:
         """Act on a readable socket; returns how many messages it read."""
         if self._rx_wait or len(self._rx) < self._rx_limit:
+            self._rx_starved = False  # a receiver came (recv_any, a thread): room again
             if self._read_one:  # see "Reading one"
                 if self._first_read:
                     self._first_read = False
