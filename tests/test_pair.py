@@ -222,6 +222,40 @@ def test_send_nowait_wouldblock_on_unwritable(make_socket, make_pair):
     assert tx.close() == []
 
 
+@pytest.mark.parametrize("kind", [zmq.PUSH, zmq.DEALER], ids=["PUSH", "DEALER"])
+def test_rendezvous_takes_no_message_once_the_pipe_is_full(make_socket, make_pair, kind):
+    """A rendezvous has room only while the socket was writable when the pump
+    last looked: after the send that filled the pipe, it looks again, so
+    nothing more is taken into its hand (a DEALER whose receive side is full
+    too, a PUSH that cannot receive)."""
+    sock = make_socket(kind, sndhwm=1, rcvhwm=1)
+    peer = make_socket(zmq.PULL if kind == zmq.PUSH else zmq.DEALER, sndhwm=1, rcvhwm=1)
+    endpoint = f"inproc://rendezvous-full-{kind}"
+    peer.bind(endpoint)
+    sock.connect(endpoint)
+    tx = make_pair(sock, 0, 0)
+    if kind == zmq.DEALER:
+        for _ in range(5):  # fill the pair's receive side: nobody receives
+            try:
+                peer.send(b"in", zmq.NOBLOCK)
+            except zmq.Again:
+                break
+        wait_for(lambda: tx.stats()["rx_pending"] == 1, what="the receive side full")
+    accepted = 0
+    for i in range(10):  # nobody ever reads the peer
+        wait_for(lambda: tx._pump._sleeper is not None, what="the pump asleep")
+        try:
+            tx.send_nowait(b"%d" % i)
+            accepted += 1
+        except zc.WouldBlock:
+            pass
+    wait_for(lambda: tx._pump._sleeper is not None, what="the pump asleep")
+    assert accepted >= 1
+    assert tx.stats()["tx_pending"] == 0
+    assert tx.stats()["sent"] == accepted
+    assert tx.close(linger=0) == []
+
+
 def test_send_timeout_means_not_accepted(make_socket, make_pair):
     push = make_socket(zmq.PUSH)
     endpoint = "inproc://send-timeout-not-accepted"

@@ -26,7 +26,9 @@ spinning; ``EAGAIN`` later in a batch only means the reading went stale:
 ``EVENTS`` is read again. A round may also end without that last reading
 when no reading could give it work: nothing to send, and nothing it may read
 (the socket cannot receive, or the receive side is full and whoever makes
-room wakes the pump); the next round starts with a reading.
+room wakes the pump); the next round starts with a reading. Not on a
+rendezvous that sends: its room (for ``send_nowait`` too) is whether the
+last reading said writable, so that reading must be fresh.
 
 Reading one. An empty read costs pyzmq an exception (about 3.5 us, more than
 an ``EVENTS`` reading), and with one request in flight it would come after
@@ -188,6 +190,9 @@ class Pump(Queues):
         # A ROUTER routes each message itself (see "Slow peers").
         self._routes = self.socket_type == zmq.ROUTER
         self._receives = self.socket_type not in (zmq.PUSH, zmq.PUB)
+        # A rendezvous that can send takes a message into the pump's hand only
+        # while the last EVENTS reading said writable (``_tx_has_room``).
+        self._rendezvous_sends = tx_size == 0 and self.socket_type not in (zmq.PULL, zmq.SUB)
 
         self._parking = Parking(self._wire, self._report)
         self._parked = self._parking.peers  # the same dict: checked on hot paths
@@ -456,7 +461,12 @@ class Pump(Queues):
 
     def _nothing_pending(self) -> bool:
         """Whether no ``EVENTS`` reading could give the pump work now (see
-        "Edge trigger"): nothing to send, and nothing it may read."""
+        "Edge trigger"): nothing to send, and nothing it may read. Never for
+        a rendezvous that sends: whether it has room depends on a fresh
+        reading (a send may have filled the pipe, or a read taken a command
+        saying it has room again)."""
+        if self._rendezvous_sends:
+            return False
         return not (self._tx or self._tx_wait or self._parked) and (
             self._rx_starved or not self._receives
         )
