@@ -424,11 +424,7 @@ class Pump(Queues):
             raise zmq.ZMQError(zmq.ENOTSOCK, "the pair's socket was closed by other code")
         if self._gate_signalled:
             self._gate_signalled = False
-            for kind, op in self._gate.drain():  # type: ignore[union-attr]
-                if kind == ABANDON:
-                    self.abandon(*op)
-                else:
-                    self._admit(kind, op)
+            self._serve_thread_ops(self._gate.drain())  # type: ignore[union-attr]
         if self._calls:
             self._pump_calls()
             if self._forked:
@@ -458,6 +454,14 @@ class Pump(Queues):
                 return True
             if not done or self._nothing_pending():
                 return False
+
+    def _serve_thread_ops(self, ops: list[tuple[str, Any]]) -> None:
+        """Admit what native threads submitted, or tidy up after those that gave up."""
+        for kind, op in ops:
+            if kind == ABANDON:
+                self.abandon(*op)
+            else:
+                self._admit(kind, op)
 
     def _nothing_pending(self) -> bool:
         """Whether no ``EVENTS`` reading could give the pump work now (see
@@ -700,11 +704,8 @@ class Pump(Queues):
             self.finished = True
             try:
                 if self._gate is not None:
-                    for kind, op in self._gate.close():
-                        if kind == ABANDON:
-                            self.abandon(*op)
-                        else:
-                            self._admit(kind, op)  # receivers still get what is buffered
+                    # Receivers still get what is buffered.
+                    self._serve_thread_ops(self._gate.close())
             finally:
                 self._fail_all(self._tx_wait)
                 self._fail_all(self._calls)
