@@ -215,7 +215,7 @@ class DirectPump(Pump):
         return False  # pollers learn of every change: the round ends on a reading
 
     def _read_events(self) -> int:
-        events = get_option(self._plain, EVENTS)
+        events = super()._read_events()
         if self.observer is not None:
             self.observer(events)
         return events
