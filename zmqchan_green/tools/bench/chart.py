@@ -75,9 +75,9 @@ def draw_chart(table: dict[str, dict[str, Any]], specs: Sequence[Spec], path: st
         ax.set_title("zmqchan_green: PUSH->PULL over tcp, 1 B + 64 B messages")
         ax.set_ylim(bottom=0)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(loc="center right", bbox_to_anchor=(1.0, 0.38))
-        fig.tight_layout()
-        fig.savefig(path)
+        # Below the axes, so that it never hides a point or an error bar.
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, fontsize=9)
+        fig.savefig(path, bbox_inches="tight")
     finally:
         plt.close(fig)
     return None
