@@ -342,6 +342,65 @@ def _plain_poll(sock):
         gevent.sleep(0.001)
 
 
+@pytest.mark.parametrize("direction", ["POLLOUT", "POLLIN"])
+def test_a_poller_hears_a_change_it_saw_coming_after_a_direct_call(make_socket, shared, direction):
+    """A zmq.Poller looks at libzmq itself, so it can see a state the pump never
+    read: a greenlet's send fills the pipe (or its recv takes the last
+    message), the poller finds nothing and waits, then the peer reads (or
+    sends) before the pump looks again. The pump then reads what it read
+    last time; the descriptor must pulse all the same, well before pyzmq's
+    own 1.33 s fallback poll."""
+    sending = direction == "POLLOUT"
+    ours = shared(make_socket(zmq.PUSH if sending else zmq.PULL, sndhwm=1, rcvhwm=1))
+    peer = make_socket(zmq.PULL if sending else zmq.PUSH, sndhwm=1, rcvhwm=1)
+    endpoint = f"inproc://poller-unseen-{direction}-{id(ours)}"
+    peer.bind(endpoint)
+    ours.connect(endpoint)
+    ours.getsockopt(zmq.FD)  # a poller is in use
+    flag = zmq.POLLOUT if sending else zmq.POLLIN
+    if sending:  # fill the pipe, then make room for exactly one message
+        wait_for(lambda: ours.getsockopt(zmq.EVENTS) & zmq.POLLOUT, what="connected")
+        while True:
+            try:
+                ours.send(b"fill", zmq.NOBLOCK)
+            except zmq.Again:
+                break
+        peer.recv()
+    else:
+        peer.send(b"first")
+    wait_for(lambda: ours.getsockopt(zmq.EVENTS) & flag, what=direction)
+    pump = ours._shared.pump
+    wait_for(lambda: pump._sleeper is not None, what="the pump asleep")
+    go = gevent.event.Event()
+    polled = []
+
+    def direct():  # takes the state away without the pump reading EVENTS
+        go.wait()
+        if sending:
+            ours.send(b"fills it", zmq.NOBLOCK)
+        else:
+            assert ours.recv(zmq.NOBLOCK) == b"first"
+
+    def poll():  # then finds nothing and waits
+        go.wait()
+        poller = zmq.Poller()
+        poller.register(ours, flag)
+        polled.append(poller.poll(1000))
+
+    def peer_acts():  # then the state comes back, before the pump looks
+        go.wait()
+        if sending:
+            peer.recv(zmq.NOBLOCK)
+        else:
+            peer.send(b"second")
+
+    greenlets = [gevent.spawn(direct), gevent.spawn(poll), gevent.spawn(peer_acts)]
+    gevent.sleep(0)  # each waits for go: set it, and all three run in one pass
+    go.set()
+    gevent.joinall(greenlets, timeout=10, raise_error=True)
+    assert polled == [[(ours, flag)]]
+
+
 def test_a_send_interrupted_while_it_waits_sent_nothing(make_socket, shared):
     """A timeout thrown into a blocked send means the message was not sent, as
     on pyzmq: senders that retry after a timeout never duplicate a message."""

@@ -22,8 +22,13 @@ a half-done operation), and come to the pump only to wait:
 * Whoever finds the socket ready uses it at once, as with pyzmq: a direct
   call does not wait behind blocked callers. A direct call may eat a
   ``ZMQ_FD`` edge, so afterwards the caller wakes the pump if anyone waits.
-* An ``observer`` learns every ``EVENTS`` reading (for pollers), and
-  ``on_finish`` is called once the pump has finished, however it ended.
+* An ``observer`` (for pollers) is told whenever ``EVENTS`` may have changed:
+  on a reading that differs from the last one it was told of, and on the
+  first reading after a direct send or receive. A poller that looks at libzmq
+  itself (``zmq_poll``) may have seen the state that call left, which the
+  pump never read: the pump's next reading can equal its last one and still
+  be news to that poller. ``on_finish`` is called once the pump has finished,
+  however it ended.
 """
 
 from __future__ import annotations
@@ -64,8 +69,10 @@ class DirectPump(Pump):
         self._reader_signalled = False
         self._stalled_peers: set[bytes] = set()
         self._close_linger: Any = _UNSET  # close_now()'s linger, for the socket
-        #: Called with every ``EVENTS`` reading (pollers).
-        self.observer: Callable[[int], None] | None = None
+        #: Called whenever ``EVENTS`` may have changed (pollers; see above).
+        self.observer: Callable[[], None] | None = None
+        self._observed = -1  # the reading the observer was last told of
+        self._unobserved = False  # a direct send or receive since that reading
         #: Called once the pump has finished, however it ended.
         self.on_finish: Callable[[], None] | None = None
         super().__init__(socket, hub, tx_size, 0, False)
@@ -87,6 +94,7 @@ class DirectPump(Pump):
         return taken
 
     def _write_direct(self, msg: list[Any]) -> bool:
+        self._unobserved = True
         refused = self._wire.write(msg)
         if refused < 0:
             self.sent += 1
@@ -133,6 +141,7 @@ class DirectPump(Pump):
         self._check_open()
         if signalled:
             self._reader_signalled = False
+        self._unobserved = True
         try:
             frame: zmq.Frame | None = recv(self._plain, NOBLOCK, False)
         except zmq.Again:
@@ -216,8 +225,10 @@ class DirectPump(Pump):
 
     def _read_events(self) -> int:
         events = super()._read_events()
-        if self.observer is not None:
-            self.observer(events)
+        if self.observer is not None and (events != self._observed or self._unobserved):
+            self._observed = events
+            self._unobserved = False
+            self.observer()
         return events
 
     def _on_writable(self, budget: int) -> int:

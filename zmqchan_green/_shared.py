@@ -38,9 +38,10 @@ or could mix two greenlets' frames is done differently, and all of it in
   raises ``EFSM``.
 * Polling: ``EVENTS`` and :meth:`SharedSocket.poll` answer for the calling
   greenlet. ``FD`` is an ``eventfd`` of ours that pulses (readable for one
-  loop iteration) whenever ``EVENTS`` may have changed: the pump reports every
-  ``EVENTS`` reading to :meth:`_Shared.observe`, and turns given back pulse it
-  too. (libzmq's own ``ZMQ_FD`` cannot serve: the pump consumes its edges.)
+  loop iteration) whenever ``EVENTS`` may have changed: the pump tells us
+  when one of its readings may be news to a poller (see
+  :class:`~._direct.DirectPump`), and turns given back pulse it too. (libzmq's
+  own ``ZMQ_FD`` cannot serve: the pump consumes its edges.)
 * Errors are pyzmq's: the pump's timeouts become ``zmq.Again``, a closed socket
   ``ENOTSOCK``; exceptions thrown in from elsewhere pass through.
 """
@@ -204,7 +205,6 @@ class _Shared:
         self.dropped_frames = 0
         self.unsent: list[list[Any]] = []
         self._pulse: _Pulse | None = None
-        self._last_events = -1
         # Weakly: once no SharedSocket uses this state, it goes (see _abandoned).
         pump.on_finish = _weakly(self._finished)
 
@@ -240,14 +240,8 @@ class _Shared:
                 raise zmq.ZMQError(zmq.ENOTSOCK)
             self._pulse = _Pulse(self.pump.hub.loop)
             weakref.finalize(self, self._pulse.close)
-            self.pump.observer = _weakly(self.observe)
+            self.pump.observer = _weakly(self._changed)
         return self._pulse.fd
-
-    def observe(self, events: int) -> None:
-        """Every ``EVENTS`` reading (the pump's and ours): pulse on a change."""
-        if events != self._last_events:
-            self._last_events = events
-            self._changed()
 
     def _changed(self) -> None:
         if self._pulse is not None:
