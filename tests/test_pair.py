@@ -256,6 +256,33 @@ def test_rendezvous_takes_no_message_once_the_pipe_is_full(make_socket, make_pai
     assert tx.close(linger=0) == []
 
 
+def test_rendezvous_req_accepts_no_second_request_before_the_reply(make_socket, make_pair):
+    """A REQ that sent its request cannot send again until the reply: a
+    second sender waiting at that moment is not accepted (its send times
+    out), and nothing is left in the pump's hand."""
+    rep = make_socket(zmq.REP)
+    endpoint = f"inproc://req-no-second-{id(rep)}"
+    rep.bind(endpoint)
+    req = make_socket(zmq.REQ)
+    req.connect(endpoint)
+    tx = make_pair(req, 0, 0)
+    results = {}
+
+    def send(name):
+        try:
+            tx.send(name, timeout=0.5)
+            results[name] = "accepted"
+        except TimeoutError:
+            results[name] = "timed out"
+
+    senders = [gevent.spawn(send, b"first"), gevent.spawn(send, b"second")]
+    gevent.joinall(senders, timeout=10, raise_error=True)
+    assert results == {b"first": "accepted", b"second": "timed out"}
+    assert rep.recv() == b"first"  # nobody replies
+    assert tx.stats()["tx_pending"] == 0
+    assert tx.close(linger=0) == []
+
+
 def test_send_timeout_means_not_accepted(make_socket, make_pair):
     push = make_socket(zmq.PUSH)
     endpoint = "inproc://send-timeout-not-accepted"

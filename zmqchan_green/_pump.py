@@ -27,8 +27,12 @@ spinning; ``EAGAIN`` later in a batch only means the reading went stale:
 when no reading could give it work: nothing to send, and nothing it may read
 (the socket cannot receive, or the receive side is full and whoever makes
 room wakes the pump); the next round starts with a reading. Not on a
-rendezvous that sends: its room (for ``send_nowait`` too) is whether the
-last reading said writable, so that reading must be fresh.
+rendezvous that sends: it has room (for ``send_nowait`` too, and for the
+senders admitted at the end of a batch) only while the last reading said
+writable and nothing was sent since, so that reading must be fresh. Within a
+batch, each write that went through lets the pump take the next waiting
+sender's message into its hand; if libzmq refuses that one, it is the one
+message in the pump's hand that a rendezvous may hold.
 
 Reading one. An empty read costs pyzmq an exception (about 3.5 us, more than
 an ``EVENTS`` reading), and with one request in flight it would come after
@@ -190,8 +194,10 @@ class Pump(Queues):
         # A ROUTER routes each message itself (see "Slow peers").
         self._routes = self.socket_type == zmq.ROUTER
         self._receives = self.socket_type not in (zmq.PUSH, zmq.PUB)
-        # A rendezvous that can send takes a message into the pump's hand only
-        # while the last EVENTS reading said writable (``_tx_has_room``).
+        # A rendezvous that can send accepts a message only while the last
+        # EVENTS reading said writable and nothing was sent since
+        # (``_tx_has_room``). Within a batch, a write that went through is what
+        # lets the pump take the next waiting sender's message into its hand.
         self._rendezvous_sends = tx_size == 0 and self.socket_type not in (zmq.PULL, zmq.SUB)
 
         self._parking = Parking(self._wire, self._report)
@@ -595,6 +601,10 @@ class Pump(Queues):
                 break
         finally:
             self.sent += sent
+            if sent and self._rendezvous_sends and not self._routes:
+                # A rendezvous's room is a fresh reading's (see "Edge trigger"):
+                # these writes may have filled the pipe, or (REQ) ended the turn.
+                self._writable = False
             self._admit_waiting()
         if sent:
             self._backoff.reset()
