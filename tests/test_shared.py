@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import time
+
 import gevent
 import gevent.event
 import pytest
 import zmq as plain_zmq
 import zmq.green as zmq
+from gevent.monkey import get_original
 
 import zmqchan_green as zc
 
 from .conftest import bind, wait_for
 
 pytestmark = pytest.mark.timeout(30)
+
+#: Sleeps without letting the hub run, even under monkey-patching.
+_hub_blocking_sleep = get_original("time", "sleep")
 
 
 @pytest.fixture
@@ -399,6 +405,40 @@ def test_a_poller_hears_a_change_it_saw_coming_after_a_direct_call(make_socket, 
     go.set()
     gevent.joinall(greenlets, timeout=10, raise_error=True)
     assert polled == [[(ours, flag)]]
+
+
+def test_a_poller_hears_a_change_back_that_another_poller_saw_first(make_socket, shared):
+    """Another poller's zmq_poll takes libzmq's news that the only peer left
+    (POLLOUT gone) before the pump reads it; a zmq.Poller then waits for
+    POLLOUT, and a new peer connects. The pump reads POLLOUT as it did before
+    the peer left: the descriptor must pulse all the same."""
+    ours = shared(make_socket(zmq.DEALER))
+    endpoint = f"inproc://poller-other-saw-{id(ours)}"
+    ours.bind(endpoint)
+    first = make_socket(zmq.DEALER)
+    first.connect(endpoint)
+    ours.getsockopt(zmq.FD)  # a poller is in use
+    wait_for(lambda: ours.getsockopt(zmq.EVENTS) & zmq.POLLOUT, what="connected")
+    pump = ours._shared.pump
+    wait_for(lambda: pump._sleeper is not None, what="the pump asleep")
+    other = plain_zmq.Poller()  # looks at libzmq without letting the pump run
+    other.register(ours, zmq.POLLOUT)
+    first.close(0)
+    deadline = time.monotonic() + 10
+    while other.poll(0):
+        assert time.monotonic() < deadline, "the peer never went"
+        _hub_blocking_sleep(0.001)  # the hub (and so the pump) does not run
+    polled = gevent.spawn(lambda: _green_poll(ours, zmq.POLLOUT, 1000))
+    gevent.sleep(0)  # it polls, finds nothing and waits
+    wait_for(lambda: pump._sleeper is not None, what="the pump asleep")
+    make_socket(zmq.DEALER).connect(endpoint)
+    assert polled.get(timeout=10) == [(ours, zmq.POLLOUT)]
+
+
+def _green_poll(sock, flag, timeout_ms):
+    poller = zmq.Poller()
+    poller.register(sock, flag)
+    return poller.poll(timeout_ms)
 
 
 def test_a_send_interrupted_while_it_waits_sent_nothing(make_socket, shared):

@@ -24,11 +24,13 @@ a half-done operation), and come to the pump only to wait:
   ``ZMQ_FD`` edge, so afterwards the caller wakes the pump if anyone waits.
 * An ``observer`` (for pollers) is told whenever ``EVENTS`` may have changed:
   on a reading that differs from the last one it was told of, and on the
-  first reading after a direct send or receive. A poller that looks at libzmq
-  itself (``zmq_poll``) may have seen the state that call left, which the
-  pump never read: the pump's next reading can equal its last one and still
-  be news to that poller. ``on_finish`` is called once the pump has finished,
-  however it ended.
+  first reading after a direct send or receive or after libzmq's ``ZMQ_FD``
+  signalled. A poller that looks at libzmq itself (``zmq_poll``) may have
+  seen a state the pump never read (the one a direct call left, or one that
+  its own ``zmq_poll`` took from libzmq's commands first), so the pump's next
+  reading can equal its last one and still be news to that poller: as with
+  libzmq's own ``ZMQ_FD``, every signal the pump gets is passed on.
+  ``on_finish`` is called once the pump has finished, however it ended.
 """
 
 from __future__ import annotations
@@ -72,7 +74,8 @@ class DirectPump(Pump):
         #: Called whenever ``EVENTS`` may have changed (pollers; see above).
         self.observer: Callable[[], None] | None = None
         self._observed = -1  # the reading the observer was last told of
-        self._unobserved = False  # a direct send or receive since that reading
+        # Since that reading: a direct send or receive, or a ZMQ_FD signal.
+        self._unobserved = False
         #: Called once the pump has finished, however it ended.
         self.on_finish: Callable[[], None] | None = None
         super().__init__(socket, hub, tx_size, 0, False)
@@ -215,6 +218,10 @@ class DirectPump(Pump):
         return unsent or []
 
     # --------------------------------------------------------------- the pump
+
+    def _on_fd(self) -> None:
+        self._unobserved = True
+        super()._on_fd()
 
     def _on_event(self) -> None:
         self._stalled_peers.clear()

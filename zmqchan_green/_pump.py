@@ -267,6 +267,10 @@ class Pump(Queues):
             self._sleeper = None
             sleeper.switch(None)
 
+    def _on_fd(self) -> None:
+        # Runs in the hub: libzmq's FD signalled (it has commands to process).
+        self._on_event()
+
     def _on_event(self) -> None:
         # Runs in the hub: for FD events and timers.
         self._send_stalled = False
@@ -366,7 +370,7 @@ class Pump(Queues):
         if self._forked or self.finished:
             return  # forked or closed before it ever ran: the watchers are closed already
         try:
-            self._io.start(self._on_event)
+            self._io.start(self._on_fd)
             self._keepalive.start(self._on_keepalive)
             while not self._forked and not self.finished:
                 exhausted = self._pump_round()
