@@ -9,11 +9,12 @@ import gevent.event
 import pytest
 import zmq as plain_zmq
 import zmq.green as zmq
+import zmq.green.poll as zmq_green_poll
 from gevent.monkey import get_original
 
 import zmqchan_green as zc
 
-from .conftest import bind, wait_for
+from .conftest import bind, run_python, wait_for
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -439,6 +440,64 @@ def _green_poll(sock, flag, timeout_ms):
     poller = zmq.Poller()
     poller.register(sock, flag)
     return poller.poll(timeout_ms)
+
+
+def test_a_waiting_poller_wakes_about_once_per_pulse_and_never_spins(
+    make_socket, shared, monkeypatch
+):
+    """Peers coming and going make libzmq signal without a change a poller
+    waits for. Each signal may pulse the descriptor, but a poller that wakes
+    and finds nothing must sleep again: the descriptor is never readable
+    while greenlets run (gevent's select would return at once, again and
+    again, until the loop polled)."""
+    router = shared(make_socket(zmq.ROUTER))
+    endpoint = f"inproc://poller-no-spin-{id(router)}"
+    router.bind(endpoint)
+    selects = []
+    real_select = zmq_green_poll.select.select
+
+    class CountingSelect:
+        @staticmethod
+        def select(*args, **kwargs):
+            selects.append(1)
+            return real_select(*args, **kwargs)
+
+    monkeypatch.setattr(zmq_green_poll, "select", CountingSelect)
+    stop = gevent.event.Event()
+
+    def poll():
+        poller = zmq.Poller()
+        poller.register(router, zmq.POLLIN)
+        while not stop.is_set():
+            assert poller.poll(100) == []  # nobody ever sends
+
+    poller = gevent.spawn(poll)
+    peers = 50
+    for _ in range(peers):
+        peer = make_socket(zmq.DEALER)
+        peer.connect(endpoint)
+        gevent.sleep(0.001)
+        peer.close(0)
+        gevent.sleep(0.001)
+    stop.set()
+    poller.get(timeout=10)
+    # About two signals per peer, each one wake at most; a spinning poller
+    # selects hundreds of times per signal.
+    assert len(selects) < 20 * peers, len(selects)
+
+
+def test_an_unclosed_shared_socket_with_a_descriptor_exits_quietly():
+    """A SharedSocket dropped unclosed after its FD was asked for is closed at
+    exit with a ResourceWarning, without touching its closed descriptor."""
+    script = (
+        "import zmq.green as zmq, zmqchan_green as zc\n"
+        "s = zc.SharedSocket(zmq.Context.instance().socket(zmq.PULL))\n"
+        "s.bind('inproc://unclosed-with-fd')\n"
+        "s.getsockopt(zmq.FD)\n"
+    )
+    done = run_python("-c", script)
+    assert done.returncode == 0, done.stderr
+    assert "Error" not in done.stderr, done.stderr
 
 
 def test_a_send_interrupted_while_it_waits_sent_nothing(make_socket, shared):

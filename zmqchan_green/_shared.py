@@ -37,8 +37,9 @@ or could mix two greenlets' frames is done differently, and all of it in
   leaves the socket waiting for that reply, as on pyzmq: the next ``recv``
   raises ``EFSM``.
 * Polling: ``EVENTS`` and :meth:`SharedSocket.poll` answer for the calling
-  greenlet. ``FD`` is an ``eventfd`` of ours that pulses (readable for one
-  loop iteration) whenever ``EVENTS`` may have changed: the pump tells us
+  greenlet. ``FD`` is an ``eventfd`` of ours that pulses (readable for the
+  loop's next poll only: see :class:`_Pulse`) whenever ``EVENTS`` may have
+  changed: the pump tells us
   when one of its readings may be news to a poller (see
   :class:`~._direct.DirectPump`), and turns given back pulse it too. (libzmq's
   own ``ZMQ_FD`` cannot serve: the pump consumes its edges.)
@@ -144,32 +145,52 @@ def _abandoned(pump: DirectPump, name: str) -> None:
 
 
 class _Pulse:
-    """A descriptor that becomes readable for one loop iteration on :meth:`fire`:
-    every watcher polled in that iteration sees it (an edge, like ``ZMQ_FD``)."""
+    """A descriptor that becomes readable after :meth:`fire`, an edge like
+    ``ZMQ_FD``: readable from just before the loop's next poll until that
+    poll reports it.
+
+    libev reports a descriptor to all its watchers in one poll, so every
+    watcher waiting then is woken. Lighting it only after the loop has run
+    its callbacks, and dimming it as the poll reports it, means no greenlet
+    ever runs while it is readable: one that looks again after a wake finds
+    it quiet and sleeps. (gevent's ``select`` tries a non-blocking ``select``
+    first, so a descriptor left readable while greenlets run makes pollers
+    spin until the loop polls again.)
+    """
 
     def __init__(self, loop: Any) -> None:
-        self._loop = loop
         if hasattr(os, "eventfd"):
             self.fd = self._write_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         else:  # pragma: no cover - platforms without eventfd
             self.fd, self._write_fd = os.pipe()
             os.set_blocking(self.fd, False)
             os.set_blocking(self._write_fd, False)
-        self._lit = False
-        self._lit_iteration = -1
-        self._timer = loop.timer(0.0)
+        self._due = False  # fired, not lit yet
+        self._lit = False  # lit, not reported yet
+        self._closed = False
+        # After gevent's callbacks, which run in a prepare watcher of priority 0.
+        self._before_poll = loop.prepare(ref=False, priority=loop.MINPRI)
+        # A prepare started while callbacks run waits for the next iteration:
+        # this makes the loop go round instead of sleeping in the poll first.
+        self._go_round = loop.timer(0.0, ref=False)
+        self._reported = loop.io(self.fd, 1, ref=False)
 
     def fire(self) -> None:
-        self._lit_iteration = self._loop.iteration
-        if not self._lit:
+        if not self._due and not self._closed:
+            self._due = True
+            self._before_poll.start(self._light)
+            self._go_round.start(_nothing)
+
+    def _light(self) -> None:
+        self._before_poll.stop()
+        self._due = False
+        if not self._lit and not self._closed:
             self._lit = True
             os.write(self._write_fd, b"\1\0\0\0\0\0\0\0")
-            self._timer.start(self._dim)
+            self._reported.start(self._dim)
 
     def _dim(self) -> None:
-        if self._loop.iteration <= self._lit_iteration:
-            self._timer.start(self._dim)  # fired again since: one more iteration
-            return
+        self._reported.stop()
         self._lit = False
         try:
             os.read(self.fd, 8)
@@ -177,8 +198,13 @@ class _Pulse:
             pass
 
     def close(self) -> None:
-        """Release the descriptor (when nothing can watch it any more)."""
-        self._timer.close()
+        """Release the descriptor (when nothing can watch it any more); later
+        :meth:`fire` calls do nothing."""
+        if self._closed:
+            return
+        self._closed = True
+        for watcher in (self._before_poll, self._go_round, self._reported):
+            watcher.close()
         os.close(self.fd)
         if self._write_fd != self.fd:
             os.close(self._write_fd)
