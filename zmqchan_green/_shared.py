@@ -39,10 +39,9 @@ or could mix two greenlets' frames is done differently, and all of it in
 * Polling: ``EVENTS`` and :meth:`SharedSocket.poll` answer for the calling
   greenlet. ``FD`` is an ``eventfd`` of ours that pulses (readable for the
   loop's next poll only: see :class:`_Pulse`) whenever ``EVENTS`` may have
-  changed: the pump tells us
-  when one of its readings may be news to a poller (see
-  :class:`~._direct.DirectPump`), and turns given back pulse it too. (libzmq's
-  own ``ZMQ_FD`` cannot serve: the pump consumes its edges.)
+  changed: the pump tells us when one of its readings may be news to a
+  poller (see :class:`~._direct.DirectPump`), and turns given back pulse it
+  too. (libzmq's own ``ZMQ_FD`` cannot serve: the pump consumes its edges.)
 * Errors are pyzmq's: the pump's timeouts become ``zmq.Again``, a closed socket
   ``ENOTSOCK``; exceptions thrown in from elsewhere pass through.
 """
