@@ -390,9 +390,7 @@ def test_a_poller_hears_a_change_it_saw_coming_after_a_direct_call(make_socket, 
 
     def poll():  # then finds nothing and waits
         go.wait()
-        poller = zmq.Poller()
-        poller.register(ours, flag)
-        polled.append(poller.poll(1000))
+        polled.append(_green_poll(ours, flag, 1000))
 
     def peer_acts():  # then the state comes back, before the pump looks
         go.wait()

@@ -164,33 +164,29 @@ class _Pulse:
             self.fd, self._write_fd = os.pipe()
             os.set_blocking(self.fd, False)
             os.set_blocking(self._write_fd, False)
-        self._due = False  # fired, not lit yet
-        self._lit = False  # lit, not reported yet
         self._closed = False
-        # After gevent's callbacks, which run in a prepare watcher of priority 0.
+        # Active while fired and not lit yet; it runs after gevent's callbacks,
+        # which run in a prepare watcher of priority 0.
         self._before_poll = loop.prepare(ref=False, priority=loop.MINPRI)
         # A prepare started while callbacks run waits for the next iteration:
         # this makes the loop go round instead of sleeping in the poll first.
         self._go_round = loop.timer(0.0, ref=False)
+        # Active while lit and not reported yet.
         self._reported = loop.io(self.fd, 1, ref=False)
 
     def fire(self) -> None:
-        if not self._due and not self._closed:
-            self._due = True
+        if not self._closed and not self._before_poll.active:
             self._before_poll.start(self._light)
             self._go_round.start(_nothing)
 
     def _light(self) -> None:
         self._before_poll.stop()
-        self._due = False
-        if not self._lit and not self._closed:
-            self._lit = True
+        if not self._closed and not self._reported.active:
             os.write(self._write_fd, b"\1\0\0\0\0\0\0\0")
             self._reported.start(self._dim)
 
     def _dim(self) -> None:
         self._reported.stop()
-        self._lit = False
         try:
             os.read(self.fd, 8)
         except BlockingIOError:
